@@ -1,0 +1,1 @@
+//! Benchmarks for LabBridge (see `benches/`).

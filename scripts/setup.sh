@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what LabBridge's build and tests need, idempotently. Safe to run
+# again: each step checks first and does nothing when its tool is present.
+#
+#   scripts/setup.sh          # everything the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# Rust: the machine's rustup toolchain (stable) with rustfmt and clippy.
+if ! have cargo; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; fi
+fi
+have cargo || { log "cargo not found: install Rust (https://rustup.rs) and run again"; exit 1; }
+if have rustup; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" >&2 || true
+  done
+fi
+have python3 || { log "python3 not found: install Python 3.9+ and run again"; exit 1; }
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install cargo-nextest --locked >&2
+fi
+log "ok"
