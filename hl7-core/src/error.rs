@@ -59,6 +59,14 @@ pub enum ErrorKind {
     /// A field with more repetitions than [`Limits::max_repetitions`](crate::Limits).
     #[error("more than {0} repetitions")]
     TooManyRepetitions(usize),
+    /// MSH-9 names another message type than the view or mapping expects.
+    #[error("message type {found}, expected {expected}")]
+    UnexpectedMessageType {
+        /// MSH-9 components 1 and 2 as found.
+        found: String,
+        /// What was expected.
+        expected: String,
+    },
     /// A value handed to a builder that HL7 cannot carry.
     #[error("invalid value: {0}")]
     InvalidValue(String),
@@ -150,6 +158,7 @@ impl Error {
             | ErrorKind::InvalidCharacter(_)
             | ErrorKind::InvalidValue(_) => 102,
             ErrorKind::UnsupportedCharset(_) => 203,
+            ErrorKind::UnexpectedMessageType { .. } => 200,
             _ => 207,
         }
     }

@@ -46,6 +46,7 @@ pub mod charset;
 mod delimiters;
 mod error;
 pub mod escape;
+pub mod lab;
 mod message;
 mod path;
 pub mod reader;
