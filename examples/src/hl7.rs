@@ -43,7 +43,8 @@ pub(crate) enum Hl7Command {
         #[command(flatten)]
         opts: InputOpts,
     },
-    /// Parse every message and report each problem with its offset and path.
+    /// Parse every message and report each problem (errors and warnings) with its offset,
+    /// line, column and path; exit 1 if there is any.
     Check {
         /// An HL7 file; `-` for stdin.
         file: String,
@@ -128,7 +129,7 @@ pub(crate) fn run(cmd: Hl7Command) -> Result<ExitCode, CliError> {
                 .iter()
                 .map(|p| p.parse::<Path>().map_err(|e| CliError::Usage(e.to_string())))
                 .collect::<Result<_, _>>()?;
-            for_each(&file, &opts, |n, m, out| {
+            for_each(&file, &opts, |n, m, out, lines| {
                 let line = match m {
                     Ok(msg) => {
                         let values: Vec<Value> = paths
@@ -141,39 +142,44 @@ pub(crate) fn run(cmd: Hl7Command) -> Result<ExitCode, CliError> {
                             .collect();
                         Value::Array(values)
                     }
-                    Err(e) => json!({ "error": format!("message {n}: {e}") }),
+                    Err(e) => json!({ "error": describe(n, e, lines) }),
                 };
                 writeln!(out, "{line}")
             })
+            .map(|o| o.exit_code())
         }
-        Hl7Command::Json { file, opts } => for_each(&file, &opts, |n, m, out| {
+        Hl7Command::Json { file, opts } => for_each(&file, &opts, |n, m, out, lines| {
             let line = match m {
                 Ok(msg) => tree(msg),
-                Err(e) => json!({ "error": format!("message {n}: {e}") }),
+                Err(e) => json!({ "error": describe(n, e, lines) }),
             };
             writeln!(out, "{line}")
-        }),
+        })
+        .map(|o| o.exit_code()),
         Hl7Command::Check { file, opts } => {
             let mut count = 0usize;
             let mut problems = 0usize;
-            let code = for_each(&file, &opts, |n, m, out| {
+            let outcome = for_each(&file, &opts, |n, m, out, lines| {
                 count += 1;
                 match m {
                     Ok(msg) => {
                         for w in msg.warnings() {
                             problems += 1;
-                            writeln!(out, "message {n}: warning: {w}")?;
+                            let at = lines.describe(w.offset());
+                            writeln!(out, "message {n}: warning: {w}{at}")?;
                         }
                         Ok(())
                     }
                     Err(e) => {
                         problems += 1;
-                        writeln!(out, "message {n}: error: {e}")
+                        writeln!(out, "{}", describe(n, e, lines).replacen(": ", ": error: ", 1))
                     }
                 }
             })?;
-            eprintln!("{count} messages, {problems} problems");
-            Ok(code)
+            problems += outcome.warnings;
+            io::stdout().flush().map_err(out_err)?;
+            eprintln!("{count} message(s), {problems} problem(s)");
+            Ok(ExitCode::from((problems > 0) as u8))
         }
         Hl7Command::Ack { file, code, always, opts } => {
             let code: AckCode = code.into();
@@ -227,14 +233,86 @@ fn message_start(input: &[u8], at: usize) -> usize {
     }
 }
 
-/// Runs `f` on every message of `file` in order; warnings go to stderr.
-/// Exit 0 when every message parsed, 1 when any failed.
+/// `message N: <error>`, with line and column when the input is a file.
+fn describe(n: usize, e: &hl7_core::Error, lines: &mut Lines) -> String {
+    format!("message {n}: {e}{}", lines.describe(e.offset()))
+}
+
+/// Line and column of stream offsets, computed on demand by reading the file
+/// a second time, forward only (errors arrive in offset order), so a file of
+/// any size costs one extra pass at most, and nothing when all is well.
+pub(crate) struct Lines {
+    src: Option<io::BufReader<File>>,
+    pos: u64,
+    line: u64,
+    line_start: u64,
+    prev_cr: bool,
+}
+
+impl Lines {
+    fn new(file: &str) -> Lines {
+        let src = if file == "-" { None } else { File::open(file).ok().map(io::BufReader::new) };
+        Lines { src, pos: 0, line: 1, line_start: 0, prev_cr: false }
+    }
+
+    /// ` (line L, column C)`, or nothing for standard input.
+    fn describe(&mut self, offset: u64) -> String {
+        match self.at(offset) {
+            Some((l, c)) => format!(" (line {l}, column {c})"),
+            None => String::new(),
+        }
+    }
+
+    fn at(&mut self, offset: u64) -> Option<(u64, u64)> {
+        let src = self.src.as_mut()?;
+        if offset < self.pos {
+            return None;
+        }
+        let mut buf = [0u8; 64 * 1024];
+        while self.pos < offset {
+            let want = ((offset - self.pos) as usize).min(buf.len());
+            let n = src.read(&mut buf[..want]).ok()?;
+            if n == 0 {
+                break;
+            }
+            for (i, &b) in buf[..n].iter().enumerate() {
+                let at = self.pos + i as u64;
+                if b == b'\n' && self.prev_cr {
+                    self.line_start = at + 1;
+                } else if b == b'\r' || b == b'\n' {
+                    self.line += 1;
+                    self.line_start = at + 1;
+                }
+                self.prev_cr = b == b'\r';
+            }
+            self.pos += n as u64;
+        }
+        Some((self.line, offset - self.line_start + 1))
+    }
+}
+
+/// What a run over a file saw besides the messages.
+struct Outcome {
+    failed: bool,
+    /// Batch warnings (BTS/FTS counts), printed on stderr.
+    warnings: usize,
+}
+
+impl Outcome {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.failed as u8)
+    }
+}
+
+/// Runs `f` on every message of `file` in order; batch warnings go to stderr.
 fn for_each(
     file: &str,
     opts: &InputOpts,
-    mut f: impl FnMut(usize, Result<&Message<'_>, &hl7_core::Error>, &mut dyn Write) -> io::Result<()>,
-) -> Result<ExitCode, CliError> {
+    mut f: impl FnMut(usize, Result<&Message<'_>, &hl7_core::Error>, &mut dyn Write, &mut Lines) -> io::Result<()>,
+) -> Result<Outcome, CliError> {
     let parse = opts.parse_options()?;
+    let mut lines = Lines::new(file);
+    let mut warnings = 0;
     let mut reader = Reader::with_options(open(file)?, parse);
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -244,7 +322,7 @@ fn for_each(
         match ev {
             Event::Message(m) => {
                 n += 1;
-                f(n, Ok(&m), &mut out).map_err(out_err)?;
+                f(n, Ok(&m), &mut out, &mut lines).map_err(out_err)?;
             }
             Event::Invalid(e) => {
                 if matches!(e.kind(), hl7_core::ErrorKind::Io(_)) {
@@ -253,14 +331,17 @@ fn for_each(
                 }
                 n += 1;
                 failed = true;
-                f(n, Err(&e), &mut out).map_err(out_err)?;
+                f(n, Err(&e), &mut out, &mut lines).map_err(out_err)?;
             }
-            Event::Warning(w) => eprintln!("warning: {w}"),
+            Event::Warning(w) => {
+                warnings += 1;
+                eprintln!("warning: {w}{}", lines.describe(w.offset()));
+            }
             _ => {}
         }
     }
     out.flush().map_err(out_err)?;
-    Ok(ExitCode::from(failed as u8))
+    Ok(Outcome { failed, warnings })
 }
 
 /// A message as JSON: segments with their fields; a field is a list of

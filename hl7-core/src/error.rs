@@ -245,6 +245,10 @@ impl Warning {
         Warning { kind, offset, path: None }
     }
 
+    pub(crate) fn shift(&mut self, by: u64) {
+        self.offset += by;
+    }
+
     pub(crate) fn with_path(mut self, path: Path) -> Warning {
         self.path = Some(path);
         self

@@ -160,6 +160,8 @@ pub struct Message<'a> {
     segs: Vec<Seg>,
     pos: Vec<u32>,
     warnings: Vec<Warning>,
+    /// Offset of the message in the stream it was read from.
+    base: u64,
 }
 
 impl fmt::Debug for Message<'_> {
@@ -339,7 +341,7 @@ impl<'a> Message<'a> {
             Err(bad) => return Err(bad_bytes(body, s, &delims, bad, charset).shifted(base as u64)),
         };
 
-        let mut msg = Message { text, bom, delims, charset, segs: Vec::new(), pos: Vec::new(), warnings };
+        let mut msg = Message { text, bom, delims, charset, segs: Vec::new(), pos: Vec::new(), warnings, base: 0 };
         msg.index(s, enc_len, opts)?;
         Ok(msg)
     }
@@ -461,7 +463,22 @@ impl<'a> Message<'a> {
 
     /// Byte offset in the original input of an element starting at `text_pos`.
     pub(crate) fn offset_of(&self, text_pos: u32) -> u64 {
-        self.input_offset(text_pos as usize) as u64
+        self.base + self.input_offset(text_pos as usize) as u64
+    }
+
+    /// Moves the message (and its warnings) `by` bytes into a stream.
+    pub(crate) fn rebase(&mut self, by: u64) {
+        self.base += by;
+        for w in &mut self.warnings {
+            w.shift(by);
+        }
+    }
+
+    /// Byte offset of the message in the stream a [`Reader`](crate::Reader)
+    /// or [`Messages`](crate::Messages) read it from; 0 for [`Message::parse`].
+    /// Offsets of elements, warnings and errors count from the same origin.
+    pub fn offset(&self) -> u64 {
+        self.base
     }
 
     /// Copies borrowed input so the message no longer borrows it.
@@ -474,6 +491,7 @@ impl<'a> Message<'a> {
             segs: self.segs,
             pos: self.pos,
             warnings: self.warnings,
+            base: self.base,
         }
     }
 

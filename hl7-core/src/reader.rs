@@ -335,7 +335,10 @@ impl<'a> Messages<'a> {
                 Chunk::Message => {
                     self.batches.message();
                     return Some(match Message::parse_with(bytes, &self.opts) {
-                        Ok(m) => Event::Message(m),
+                        Ok(mut m) => {
+                            m.rebase(offset);
+                            Event::Message(m)
+                        }
                         Err(e) => Event::Invalid(e.shifted(offset)),
                     });
                 }
@@ -519,7 +522,11 @@ impl<R: Read> Reader<R> {
                         Chunk::Message => {
                             self.batches.message();
                             return Some(match Message::parse_with(bytes, &self.opts) {
-                                Ok(m) => Event::Message(m.into_owned()),
+                                Ok(m) => {
+                                    let mut m = m.into_owned();
+                                    m.rebase(offset);
+                                    Event::Message(m)
+                                }
                                 Err(e) => Event::Invalid(e.shifted(offset)),
                             });
                         }
