@@ -20,9 +20,10 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 step "conformance: labbridge hl7 get on testdata/conformance"
 cargo build --release --quiet -p labbridge
-python3 scripts/conformance.py --cases testdata/conformance -- target/release/labbridge hl7 get > target/conformance.log \
-  || { cat target/conformance.log; exit 1; }
-tail -n 1 target/conformance.log
+T=${CARGO_TARGET_DIR:-target}
+python3 scripts/conformance.py --cases testdata/conformance -- "$T/release/labbridge" hl7 get > "$T/conformance.log" \
+  || { cat "$T/conformance.log"; exit 1; }
+tail -n 1 "$T/conformance.log"
 
 step "doctests"
 cargo test --workspace --doc --quiet

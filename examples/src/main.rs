@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod hl7;
+mod mapping;
 
 /// LabBridge: connect clinical labs with the EMRs that order from them.
 #[derive(Debug, Parser)]
@@ -24,6 +25,11 @@ enum Command {
     /// Read, check and acknowledge HL7 v2 messages.
     #[command(subcommand)]
     Hl7(hl7::Hl7Command),
+    /// Map HL7 in an EMR's dialect to the lab contract (JSON), or back with --reverse.
+    Map(mapping::MapArgs),
+    /// Check and list EMR profiles.
+    #[command(subcommand)]
+    Profile(mapping::ProfileCommand),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Hl7(cmd) => hl7::run(cmd),
+        Command::Map(args) => mapping::map(args),
+        Command::Profile(cmd) => mapping::profile(cmd),
     };
     match result {
         Ok(code) => code,

@@ -143,7 +143,21 @@ pub fn encode<'t>(text: &'t str, d: &Delimiters) -> Cow<'t, str> {
     let mut out = String::with_capacity(text.len() + 8);
     out.push_str(&text[..first]);
     let e = d.escape as char;
-    for c in text[first..].chars() {
+    let mut skip_until = first;
+    for (i, c) in text[first..].char_indices().map(|(i, c)| (i + first, c)) {
+        if i < skip_until {
+            continue;
+        }
+        if c == e {
+            // A formatting or local escape (\.br\, \H\, \Zxx\ …) decodes to itself,
+            // so it is written as it is: decode(encode(x)) stays x, and
+            // formatted text keeps its formatting.
+            if let Some(len) = kept_escape(&text[i..], d.escape) {
+                out.push_str(&text[i..i + len]);
+                skip_until = i + len;
+                continue;
+            }
+        }
         let code = if c.is_ascii() { Some(c as u8) } else { None };
         match code {
             Some(b) if b == d.field => out.extend([e, 'F', e]),
@@ -158,6 +172,27 @@ pub fn encode<'t>(text: &'t str, d: &Delimiters) -> Cow<'t, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// The length of a kept-verbatim escape sequence at the start of `s`:
+/// `\H\`, `\N\`, the formatting commands (`\.br\`, `\.sp3\` …) and the local
+/// and character-set escapes (`\Z…\`, `\C…\`, `\M…\`).
+fn kept_escape(s: &str, esc: u8) -> Option<usize> {
+    let b = s.as_bytes();
+    let close = memchr::memchr(esc, &b[1..])? + 1;
+    let body = &s[1..close];
+    let kept = match body.as_bytes() {
+        [b'H'] | [b'N'] => true,
+        [b'.', rest @ ..] => {
+            let (cmd, arg) = rest.split_at(rest.len().min(2));
+            matches!(cmd, b"br" | b"fi" | b"nf" | b"ce") && arg.is_empty()
+                || matches!(cmd, b"sp" | b"in" | b"ti" | b"sk")
+                    && arg.iter().enumerate().all(|(k, c)| c.is_ascii_digit() || (k == 0 && (*c == b'+' || *c == b'-')))
+        }
+        [b'Z' | b'C' | b'M', rest @ ..] => !rest.is_empty() && rest.iter().all(|c| c.is_ascii_alphanumeric()),
+        _ => false,
+    };
+    kept.then_some(close + 1)
 }
 
 #[cfg(test)]
@@ -208,8 +243,19 @@ mod tests {
     }
 
     #[test]
+    fn formatting_escapes_survive_decode_then_encode() {
+        for raw in [r"First\.br\Second", r"\H\HIGH\N\", r"\.sp2\x\.in+4\y", r"code \Zlocal1\ here"] {
+            let text = decode(raw, &d(), Charset::UTF_8);
+            assert_eq!(encode(&text, &d()), raw);
+        }
+        // a lone backslash is still escaped
+        assert_eq!(encode(r"C:\LAB", &d()), r"C:\E\LAB");
+    }
+
+    #[test]
     fn encode_then_decode_is_identity() {
-        for s in ["", "plain", "a|b^c~d\\e&f", "é ü 🧪", "\r\n\r", r"\F\ literal", "#"] {
+        for s in ["", "plain", "a|b^c~d\\e&f", "é ü 🧪", "\r\n\r", r"\F\ literal", "#", r"\.br\", r"\Zx", r"\H\\N"]
+        {
             assert_eq!(decode(&encode(s, &d()), &d(), Charset::UTF_8), s);
         }
     }

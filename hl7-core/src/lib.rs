@@ -43,12 +43,15 @@
 pub mod ack;
 pub mod builder;
 pub mod charset;
+pub mod contract;
+pub mod datetime;
 mod delimiters;
 mod error;
 pub mod escape;
 pub mod lab;
 mod message;
 mod path;
+pub mod profile;
 pub mod reader;
 mod scan;
 

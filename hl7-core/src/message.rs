@@ -1011,6 +1011,18 @@ pub struct Element<'m>(Span<'m>);
 element_common!(Element);
 
 impl<'m> Element<'m> {
+    pub(crate) fn from_repetition(r: Repetition<'m>) -> Element<'m> {
+        Element(r.0)
+    }
+
+    pub(crate) fn from_component(c: Component<'m>) -> Element<'m> {
+        Element(c.0)
+    }
+
+    pub(crate) fn from_subcomponent(s: Subcomponent<'m>) -> Element<'m> {
+        Element(s.0)
+    }
+
     /// The value as the `labbridge hl7 get` contract prints it: `None` when
     /// empty; the raw text when the element still has inner delimiters; the
     /// decoded text otherwise (the HL7 null stays the two characters `""`).
