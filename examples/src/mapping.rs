@@ -95,7 +95,7 @@ pub(crate) fn map(args: MapArgs) -> Result<ExitCode, CliError> {
         let line = match ev {
             Event::Message(msg) => {
                 n += 1;
-                let mapped = profile.map_message(&msg);
+                let mapped = profile.map_value(&msg);
                 if mapped.problems.is_empty() {
                     mapped.value
                 } else {

@@ -62,9 +62,30 @@ pub struct Timestamp {
 pub struct TimestampError(String);
 
 impl Timestamp {
-    /// A timestamp from parts.
+    /// A timestamp from parts. What lies below the precision is dropped
+    /// (a day-precision timestamp has no time), so equal HL7 text means
+    /// equal values.
     pub fn new(datetime: NaiveDateTime, precision: Precision, offset: Option<FixedOffset>) -> Timestamp {
-        Timestamp { datetime, precision, offset }
+        let d = datetime.date();
+        let date = match precision {
+            Precision::Year => NaiveDate::from_ymd_opt(d.year(), 1, 1).unwrap_or(d),
+            Precision::Month => NaiveDate::from_ymd_opt(d.year(), d.month(), 1).unwrap_or(d),
+            _ => d,
+        };
+        let t = datetime.time();
+        let time = match precision {
+            Precision::Year | Precision::Month | Precision::Day => NaiveTime::MIN,
+            Precision::Hour => NaiveTime::from_hms_opt(t.hour(), 0, 0).unwrap_or(t),
+            Precision::Minute => NaiveTime::from_hms_opt(t.hour(), t.minute(), 0).unwrap_or(t),
+            Precision::Second => NaiveTime::from_hms_opt(t.hour(), t.minute(), t.second()).unwrap_or(t),
+            Precision::Fraction(n) => {
+                let unit = 10u32.pow(9 - u32::from(n.min(9)));
+                NaiveTime::from_hms_nano_opt(t.hour(), t.minute(), t.second(), t.nanosecond() / unit * unit)
+                    .unwrap_or(t)
+            }
+        };
+        let offset = if precision >= Precision::Hour { offset } else { None };
+        Timestamp { datetime: date.and_time(time), precision, offset }
     }
 
     /// A day (birth dates, DT values).

@@ -30,7 +30,9 @@
 //! of a value split on a separator, e.g. a whole name in one field);
 //! `transform` (`trim`, `upper`, `lower`); `date_format` (a chrono format for
 //! non-HL7 dates); `map` (a table of `[maps.NAME]`, EMR value → lab value,
-//! used backwards on the way out); `default`; `required`. An empty string
+//! used backwards on the way out; a map defined in a profile replaces the
+//! inherited map of that name); `also` (other paths carrying the same value,
+//! e.g. OBR-2 beside ORC-2); `default`; `required`. An empty string
 //! (`"patient.phone" = ""`) removes an inherited rule.
 //!
 //! Scopes: `[fields]` reads the whole message (paths count segments flat, as
@@ -232,8 +234,10 @@ impl ProfileFile {
             b.constants.extend(a.constants);
             merge_rules(&mut b.fields, a.fields);
         }
+        // A map the child defines is its own vocabulary: it replaces the
+        // parent's map of that name rather than adding to it.
         for (name, entries) in child.maps {
-            self.maps.entry(name).or_default().extend(entries);
+            self.maps.insert(name, entries);
         }
         if let Some(l) = child.layout {
             let b = self.layout.get_or_insert_with(LayoutSpec::default);
@@ -668,7 +672,14 @@ impl Profile {
                         }
                     }
                 }
-                Some(Aoe { from_nte, when, template, scope: scope(ScopeKind::Aoe, &a.fields, &a.constants)? })
+                let mut aoe_scope = scope(ScopeKind::Aoe, &a.fields, &a.constants)?;
+                if from_nte {
+                    // Answers written as notes: rules for OBX (inherited from an
+                    // OBX-based profile) do not apply.
+                    aoe_scope.rules.retain(|r| matches!(&r.source, Source::Path(p) if p.segment() == "NTE"));
+                    aoe_scope.constants.retain(|(p, _)| p.segment() == "NTE");
+                }
+                Some(Aoe { from_nte, when, template, scope: aoe_scope })
             }
             _ => None,
         };
@@ -814,13 +825,43 @@ fn compile_scope(
 /// Leaf key: segment index, field, repetition, component, subcomponent (0 = whole).
 type Mark = (usize, u32, u32, u32, u32);
 
+/// What rules read, per segment: a handful of entries each, so a linear scan
+/// beats hashing.
+#[derive(Debug, Default)]
+struct Marks {
+    by_segment: Vec<Vec<[u32; 4]>>,
+}
+
+impl Marks {
+    fn insert(&mut self, m: Mark) {
+        if self.by_segment.len() <= m.0 {
+            self.by_segment.resize_with(m.0 + 1, Vec::new);
+        }
+        let key = [m.1, m.2, m.3, m.4];
+        let v = &mut self.by_segment[m.0];
+        if !v.contains(&key) {
+            v.push(key);
+        }
+    }
+
+    fn contains(&self, m: &Mark) -> bool {
+        self.by_segment.get(m.0).is_some_and(|v| v.contains(&[m.1, m.2, m.3, m.4]))
+    }
+
+    fn any_for(&self, seg: usize) -> &[[u32; 4]] {
+        self.by_segment.get(seg).map_or(&[], Vec::as_slice)
+    }
+}
+
 const SET_ID: &[&str] = &["PID", "PV1", "IN1", "DG1", "OBR", "OBX", "NTE", "SPM", "NK1", "GT1", "AL1", "TQ1"];
 
 struct Reader<'p, 'm> {
     profile: &'p Profile,
-    msg: &'m Message<'m>,
-    marks: HashSet<Mark>,
+    _msg: std::marker::PhantomData<&'m ()>,
+    marks: Marks,
     problems: Vec<Problem>,
+    /// Name every unread location (for `check`), not only keep the segments.
+    want_unread: bool,
 }
 
 /// Segments a scope reads from, with a parent to fall back on.
@@ -838,17 +879,39 @@ impl<'c, 'm> Ctx<'c, 'm> {
     fn find(&self, path: &Path) -> Option<Segment<'m>> {
         let occ = path.occurrence() as usize;
         let found = self.segs.iter().filter(|s| s.name() == path.segment()).nth(occ - 1).copied();
-        found.or_else(|| self.parent.and_then(|p| p.find(path)))
+        found.or_else(|| self.parent.and_then(|p| p.find_own(path)))
+    }
+
+    /// Looks in the scope's own segments only: a group falling back on the
+    /// message must not find another group's segments.
+    fn find_own(&self, path: &Path) -> Option<Segment<'m>> {
+        let occ = path.occurrence() as usize;
+        let found = self.own.iter().filter(|s| s.name() == path.segment()).nth(occ - 1).copied();
+        found.or_else(|| self.parent.and_then(|p| p.find_own(path)))
     }
 }
 
-struct Located {
+/// Where a value was read; the path is rendered only if a problem needs it.
+struct Located<'m> {
     text: Option<String>,
-    path: Option<String>,
+    loc: Option<(Option<Segment<'m>>, Path)>,
     offset: Option<u64>,
 }
 
-fn seg_path_of(msg: &Message<'_>, seg: &Segment<'_>, path: &Path) -> String {
+impl Located<'_> {
+    fn nowhere() -> Self {
+        Located { text: None, loc: None, offset: None }
+    }
+
+    fn path_string(&self) -> Option<String> {
+        self.loc.as_ref().map(|(seg, p)| match seg {
+            Some(seg) => seg_path_of(seg, p),
+            None => p.to_string(),
+        })
+    }
+}
+
+fn seg_path_of(seg: &Segment<'_>, path: &Path) -> String {
     let mut p = seg.path();
     if let Some(f) = path.field() {
         p = p.at_field(f);
@@ -863,7 +926,6 @@ fn seg_path_of(msg: &Message<'_>, seg: &Segment<'_>, path: &Path) -> String {
             s.push_str(&format!("-{sc}"));
         }
     }
-    let _ = msg;
     s
 }
 
@@ -908,9 +970,9 @@ fn mark_of(seg: &Segment<'_>, path: &Path) -> Mark {
 }
 
 impl<'p, 'm> Reader<'p, 'm> {
-    fn locate(&mut self, ctx: &Ctx<'_, 'm>, path: &Path) -> Located {
+    fn locate(&mut self, ctx: &Ctx<'_, 'm>, path: &Path) -> Located<'m> {
         match ctx.find(path) {
-            None => Located { text: None, path: Some(path.to_string()), offset: None },
+            None => Located { text: None, loc: Some((None, path.clone())), offset: None },
             Some(seg) => {
                 // A string is a leaf: a path that stops at a composite reads
                 // its first leaf, and the rest stays unread (kept raw).
@@ -927,7 +989,7 @@ impl<'p, 'm> Reader<'p, 'm> {
                 self.marks.insert(mark);
                 Located {
                     text: el.and_then(|e| e.value()).map(|v| v.into_owned()),
-                    path: Some(seg_path_of(self.msg, &seg, path)),
+                    loc: Some((Some(seg), path.clone())),
                     offset: el.map(|e| e.offset()).or(Some(seg.offset())),
                 }
             }
@@ -955,22 +1017,22 @@ impl<'p, 'm> Reader<'p, 'm> {
         }
     }
 
-    fn problem(&mut self, kind: ProblemKind, field: String, at: &Located, message: String) {
-        self.problems.push(Problem { kind, field, path: at.path.clone(), offset: at.offset, message });
+    fn problem(&mut self, kind: ProblemKind, field: String, at: &Located<'_>, message: String) {
+        self.problems.push(Problem { kind, field, path: at.path_string(), offset: at.offset, message });
     }
 
     /// The string value of a rule, after split, transforms, map and default.
-    fn rule_text(&mut self, ctx: &Ctx<'_, 'm>, rule: &Rule) -> (Option<String>, Located) {
+    fn rule_text(&mut self, ctx: &Ctx<'_, 'm>, rule: &Rule) -> (Option<String>, Located<'m>) {
         let (text, at) = match &rule.source {
             Source::Path(p) => {
                 let at = self.locate(ctx, p);
                 (at.text.clone(), at)
             }
-            Source::Const(v) => (Some(v.clone()), Located { text: None, path: None, offset: None }),
+            Source::Const(v) => (Some(v.clone()), Located::nowhere()),
             Source::Template(pieces) => {
                 let mut s = String::new();
                 let mut any = false;
-                let mut first: Option<Located> = None;
+                let mut first: Option<Located<'m>> = None;
                 for piece in pieces {
                     match piece {
                         Piece::Lit(l) => s.push_str(l),
@@ -985,7 +1047,7 @@ impl<'p, 'm> Reader<'p, 'm> {
                         Piece::Field(_) => {}
                     }
                 }
-                (any.then_some(s), first.unwrap_or(Located { text: None, path: None, offset: None }))
+                (any.then_some(s), first.unwrap_or_else(Located::nowhere))
             }
         };
         let mut text = text;
@@ -1029,7 +1091,7 @@ impl<'p, 'm> Reader<'p, 'm> {
             }
         }
         for rule in &scope.rules {
-            let field = format!("{}{}", ctx.prefix, rule.field);
+            let field = || format!("{}{}", ctx.prefix, rule.field);
             let value = match rule.kind {
                 FieldKind::SegList => {
                     let Source::Path(p) = &rule.source else { continue };
@@ -1062,6 +1124,7 @@ impl<'p, 'm> Reader<'p, 'm> {
                     seg.field(p.field().unwrap_or(5) as usize).and_then(|f| obs_value(&f, &vt))
                 }
                 _ => {
+                    let before = self.problems.len();
                     let (text, at) = self.rule_text(ctx, rule);
                     for p in &rule.also {
                         for seg in ctx.segs.iter().filter(|s| s.name() == p.segment()) {
@@ -1071,27 +1134,36 @@ impl<'p, 'm> Reader<'p, 'm> {
                             }
                         }
                     }
-                    match text {
+                    let value = match text {
                         None => None,
-                        Some(t) => self.typed(rule, &field, t, &at),
+                        Some(t) => self.typed(rule, &ctx.prefix, t, &at),
+                    };
+                    if value.is_none() && self.problems.len() > before {
+                        continue; // already reported, more precisely
                     }
+                    value
                 }
             };
             match value {
                 Some(v) => set_json(out, &rule.field, v),
                 None if rule.required => {
                     let at = match &rule.source {
-                        Source::Path(p) => Located { text: None, path: Some(p.to_string()), offset: None },
-                        _ => Located { text: None, path: None, offset: None },
+                        Source::Path(p) => Located { text: None, loc: Some((None, p.clone())), offset: None },
+                        _ => Located::nowhere(),
                     };
-                    self.problem(ProblemKind::RequiredMissing, field, &at, "required field is missing".into());
+                    self.problem(ProblemKind::RequiredMissing, field(), &at, "required field is missing".into());
                 }
                 None => {}
             }
         }
     }
 
-    fn typed(&mut self, rule: &Rule, field: &str, t: String, at: &Located) -> Option<Json> {
+    fn typed(&mut self, rule: &Rule, prefix: &str, t: String, at: &Located<'_>) -> Option<Json> {
+        if rule.kind == FieldKind::Str {
+            return Some(Json::String(t));
+        }
+        let field = format!("{prefix}{}", rule.field);
+        let field = field.as_str();
         match rule.kind {
             FieldKind::Str => Some(Json::String(t)),
             FieldKind::Time => {
@@ -1155,10 +1227,22 @@ impl<'p, 'm> Reader<'p, 'm> {
             let idx = seg.index();
             let is_msh = seg.name() == "MSH";
             let set_id = SET_ID.contains(&seg.name());
+            let read = self.marks.any_for(idx);
             let mut missing = Vec::new();
+            let mut seg_path: Option<String> = None;
             for (fi, f) in seg.fields().enumerate() {
                 let fno = fi as u32 + 1;
                 if (is_msh && fno <= 2) || (set_id && fno == 1) || f.is_empty() {
+                    continue;
+                }
+                if !read.iter().any(|m| m[0] == fno) {
+                    // nothing of this field was read: the whole field is unread
+                    if !self.want_unread {
+                        missing.push(String::new());
+                        break;
+                    }
+                    let p = seg_path.get_or_insert_with(|| seg.path().to_string());
+                    missing.push(format!("{p}-{fno}"));
                     continue;
                 }
                 if self.marks.contains(&(idx, fno, 0, 0, 0)) {
@@ -1179,7 +1263,12 @@ impl<'p, 'm> Reader<'p, 'm> {
                             if s.is_empty() || self.marks.contains(&(idx, fno, rno, cno, sno)) {
                                 continue;
                             }
-                            let mut p = format!("{}-{fno}", seg.path());
+                            if !self.want_unread {
+                                missing.push(String::new());
+                                break;
+                            }
+                            let sp = seg_path.get_or_insert_with(|| seg.path().to_string());
+                            let mut p = format!("{sp}-{fno}");
                             if rno > 1 {
                                 p.push_str(&format!("({rno})"));
                             }
@@ -1303,8 +1392,24 @@ impl Profile {
     /// Maps a message to the contract as JSON, collecting every problem
     /// rather than stopping at the first.
     pub fn map_message(&self, msg: &Message<'_>) -> Mapped {
-        let msg: &Message<'_> = msg;
-        let mut r = Reader { profile: self, msg, marks: HashSet::new(), problems: Vec::new() };
+        self.map_inner(msg, true)
+    }
+
+    /// [`map_message`](Profile::map_message) without the list of unread
+    /// locations (`unread` is left empty): what a running connection needs,
+    /// and faster. Unmapped data is still kept on the value.
+    pub fn map_value(&self, msg: &Message<'_>) -> Mapped {
+        self.map_inner(msg, false)
+    }
+
+    fn map_inner(&self, msg: &Message<'_>, want_unread: bool) -> Mapped {
+        let mut r = Reader {
+            profile: self,
+            _msg: std::marker::PhantomData,
+            marks: Marks::default(),
+            problems: Vec::new(),
+            want_unread,
+        };
         let mut root = Json::Object(Map::new());
         let (code, trigger, _) = msg.message_type();
         let want: Vec<&str> = self.message_type.split('^').collect();
@@ -1485,17 +1590,16 @@ impl Profile {
         // What no rule read stays on the value, in the order the writer puts it back.
         let group_order = self.flat_layout(&self.layout_group);
         let message_order = self.flat_layout(&self.layout_message);
+        let mut unread_all = Vec::new();
         for (obj, every) in &mut groups {
             let (mut raws, unread) = r.unread(every);
             sort_raws(&mut raws, &group_order);
             if !raws.is_empty() {
                 set_json(obj, "unmapped", serde_json::to_value(raws).unwrap_or_default());
             }
-            let _ = unread;
-        }
-        let mut unread_all = Vec::new();
-        for (_, every) in &groups {
-            unread_all.extend(r.unread(every).1);
+            if r.want_unread {
+                unread_all.extend(unread);
+            }
         }
         let _ = &in_groups;
         let (mut raws, unread) = r.unread(&outside);
@@ -1503,7 +1607,9 @@ impl Profile {
         if !raws.is_empty() {
             set_json(&mut root, "unmapped", serde_json::to_value(raws).unwrap_or_default());
         }
-        unread_all.splice(0..0, unread);
+        if r.want_unread {
+            unread_all.splice(0..0, unread);
+        }
         let needs_delims =
             get_json(&root, "unmapped").is_some() || groups.iter().any(|(o, _)| o.get("unmapped").is_some());
         if needs_delims {
@@ -1548,7 +1654,7 @@ impl Profile {
                 }],
             });
         }
-        let mapped = self.map_message(msg);
+        let mapped = self.map_value(msg);
         if !mapped.problems.is_empty() {
             return Err(MapError { problems: mapped.problems });
         }
@@ -2231,7 +2337,14 @@ impl Profile {
         w.write_scope(&self.message, json, "", &mut bag);
         let group_key = if kind == Kind::Order { "tests" } else { "reports" };
         let groups: Vec<Json> = json.get(group_key).and_then(Json::as_array).cloned().unwrap_or_default();
-        let group_names: HashSet<&str> = self.layout_group.iter().map(String::as_str).collect();
+        // Segments that live only in order groups (ORC, OBR …), not those the
+        // message level writes too (NTE).
+        let group_names: HashSet<&str> = self
+            .layout_group
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !self.layout_message.iter().any(|m| m == n))
+            .collect();
         // Message-level values for segments that live in order groups (ORC-2 …)
         // are written into every group.
         let mut broadcast: Vec<SegBuf> = Vec::new();
@@ -2477,7 +2590,7 @@ impl Profile {
     fn round_trips(&self, value: &Json) -> bool {
         let again = self.write(value, self.kind).ok().and_then(|text| {
             let msg = Message::parse(text.as_bytes()).ok()?;
-            let m = self.map_message(&msg);
+            let m = self.map_value(&msg);
             m.problems.is_empty().then_some(m.value)
         });
         match again {
