@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod compendium;
 mod hl7;
 mod mapping;
 
@@ -25,6 +26,9 @@ enum Command {
     /// Read, check and acknowledge HL7 v2 messages.
     #[command(subcommand)]
     Hl7(hl7::Hl7Command),
+    /// The lab's test compendium: import, diff, eDOS export, order validation, MFK acks, EMR sync.
+    #[command(subcommand)]
+    Compendium(compendium::Cmd),
     /// Map HL7 in an EMR's dialect to the lab contract (JSON), or back with --reverse.
     Map(mapping::MapArgs),
     /// Check and list EMR profiles.
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Hl7(cmd) => hl7::run(cmd),
+        Command::Compendium(cmd) => compendium::run(cmd),
         Command::Map(args) => mapping::map(args),
         Command::Profile(cmd) => mapping::profile(cmd),
     };
