@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod compendium;
 mod hl7;
 mod mapping;
+mod transport;
 
 /// LabBridge: connect clinical labs with the EMRs that order from them.
 #[derive(Debug, Parser)]
@@ -34,6 +35,9 @@ enum Command {
     /// Check and list EMR profiles.
     #[command(subcommand)]
     Profile(mapping::ProfileCommand),
+    /// Send and receive over file:// and mllp:// with store-and-forward (a curl for the lab's pipes).
+    #[command(subcommand)]
+    Transport(transport::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Compendium(cmd) => compendium::run(cmd),
         Command::Map(args) => mapping::map(args),
         Command::Profile(cmd) => mapping::profile(cmd),
+        Command::Transport(cmd) => transport::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,362 @@
+//! The durable store: inbox/outbox queues, de-duplication, quarantine and
+//! the audit trail, behind one object-safe trait.
+//!
+//! Why one trait for all four: they must change together. A message is
+//! queued, its de-duplication key recorded, a bad neighbour quarantined and
+//! the audit events written in **one transaction**, or none of it happened.
+//! Two stores would need a two-phase commit to say the same.
+//!
+//! Why the trait is synchronous: the embedded default, SQLite, is a local
+//! file and each call is a short transaction; callers on an async runtime
+//! may wrap a call in `spawn_blocking` when batches are large.
+//!
+//! Delivery is at-least-once on the wire and exactly-once in effect: a
+//! message leaves the outbox ([`Store::mark_delivered`]) only after the peer
+//! confirmed; a crash between the send and that commit sends it again after
+//! restart, with the same message id (the folder sink overwrites the same
+//! file name) and the same MSH-10 (the receiver's de-duplication drops it).
+
+mod sqlite;
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+pub use sqlite::SqliteStore;
+
+use crate::audit::{AuditEvent, AuditQuery, NewEvent};
+use crate::{Error, Item};
+
+/// A message's id in the store.
+pub type MessageId = i64;
+
+/// Business keys indexed by the audit trail. The MRN is never stored: the
+/// store keeps a keyed hash of it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexKeys {
+    /// The patient's MRN (PID-3-1), hashed with the store's key before storage.
+    pub mrn: Option<String>,
+    /// Placer order number (ORC-2 / OBR-2).
+    pub placer: Option<String>,
+    /// Filler order number (ORC-3 / OBR-3).
+    pub filler: Option<String>,
+}
+
+/// A message to queue, prepared by the [`Intake`](crate::pipeline::Intake).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The bytes as received.
+    pub bytes: Bytes,
+    /// MSH-10.
+    pub control_id: Option<String>,
+    /// MSH-3^MSH-4.
+    pub sender: Option<String>,
+    /// The de-duplication key, if de-duplication is on.
+    pub dedup_key: Option<String>,
+    /// Keys for the audit index.
+    pub keys: IndexKeys,
+    /// The file the message came from.
+    pub name: Option<String>,
+}
+
+/// Bytes that could not be taken as a message, with why and where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// The original bytes.
+    pub bytes: Bytes,
+    /// Why (a fixed, PHI-free message such as `invalid segment name at byte 27`).
+    pub reason: String,
+    /// Byte offset of the problem in the original file or stream.
+    pub offset: Option<u64>,
+    /// Where in the message, as a terser path (`OBX(2)-5`).
+    pub path: Option<String>,
+    /// MSH-10, if it could be salvaged.
+    pub control_id: Option<String>,
+    /// The file it came from.
+    pub name: Option<String>,
+}
+
+/// One unit of a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A message to queue.
+    Message(NewMessage),
+    /// Bytes for quarantine.
+    Invalid(Rejected),
+}
+
+/// What one inbound item (a file, a frame) became, stored in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The connection it came in on.
+    pub connection: String,
+    /// The queue (outbound connection) its messages go to.
+    pub queue: String,
+    /// The messages and rejects, in order.
+    pub entries: Vec<Entry>,
+}
+
+/// A message seen before within the de-duplication window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    /// The de-duplication key.
+    pub key: String,
+    /// The message stored the first time.
+    pub original: MessageId,
+}
+
+/// What [`Store::ingest`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// New messages queued.
+    pub queued: Vec<MessageId>,
+    /// Duplicates, recorded and not queued.
+    pub duplicates: Vec<Duplicate>,
+    /// Quarantine entries created.
+    pub quarantined: Vec<i64>,
+}
+
+/// A queued message as handed to a sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// Its id.
+    pub id: MessageId,
+    /// The item to deliver (`item.id` is `id` as text).
+    pub item: Item,
+    /// Failed delivery attempts so far, across restarts.
+    pub attempts: u32,
+}
+
+/// A quarantined message or file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineEntry {
+    /// Its id in the quarantine.
+    pub id: i64,
+    /// The connection it came in on or was going out to.
+    pub connection: String,
+    /// The message id, when it had been queued before.
+    pub message_id: Option<MessageId>,
+    /// MSH-10, when known.
+    pub control_id: Option<String>,
+    /// Why.
+    pub reason: String,
+    /// Byte offset of the problem, when known.
+    pub offset: Option<u64>,
+    /// Terser path of the problem, when known.
+    pub path: Option<String>,
+    /// The original bytes.
+    pub bytes: Bytes,
+    /// When (milliseconds since the Unix epoch).
+    pub created_at: i64,
+    /// Whether it was released.
+    pub released: bool,
+}
+
+/// The durable store. Object-safe: pipelines hold `Arc<dyn Store>`.
+///
+/// # Examples
+///
+/// ```
+/// use transport::store::{Batch, Entry, NewMessage, SqliteStore, Store, StoreConfig};
+///
+/// let store = SqliteStore::open(":memory:", StoreConfig::default())?;
+/// let batch = Batch {
+///     connection: "lis".into(),
+///     queue: "emr".into(),
+///     entries: vec![Entry::Message(NewMessage { bytes: "MSH|^~\\&|A\r".into(), ..Default::default() })],
+/// };
+/// let report = store.ingest(&batch)?;
+/// let pending = store.pending("emr", 10)?;
+/// assert_eq!(pending[0].id, report.queued[0]);
+/// store.mark_delivered(pending[0].id, "AA")?;
+/// assert!(store.pending("emr", 10)?.is_empty());
+/// # Ok::<(), transport::Error>(())
+/// ```
+pub trait Store: Send + Sync + fmt::Debug {
+    /// Stores everything an inbound item became, with its audit events, in
+    /// one durable transaction. Duplicates are recorded, not queued.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails; then nothing of the batch was stored.
+    fn ingest(&self, batch: &Batch) -> Result<IngestReport, Error>;
+
+    /// Up to `limit` queued messages of `queue`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    fn pending(&self, queue: &str, limit: usize) -> Result<Vec<Queued>, Error>;
+
+    /// Number of queued messages and the age of the oldest, in milliseconds.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    fn depth(&self, queue: &str) -> Result<(u64, Option<i64>), Error>;
+
+    /// The peer confirmed `id`: it leaves the outbox (audit `acknowledged`).
+    ///
+    /// # Errors
+    ///
+    /// When the store fails or `id` is unknown.
+    fn mark_delivered(&self, id: MessageId, outcome: &str) -> Result<(), Error>;
+
+    /// A delivery attempt failed; returns the attempts so far (audit `failed`).
+    ///
+    /// # Errors
+    ///
+    /// When the store fails or `id` is unknown.
+    fn record_failure(&self, id: MessageId, reason: &str) -> Result<u32, Error>;
+
+    /// Moves a queued message to quarantine (audit `quarantined`).
+    ///
+    /// # Errors
+    ///
+    /// When the store fails or `id` is unknown.
+    fn quarantine_message(&self, id: MessageId, reason: &str) -> Result<i64, Error>;
+
+    /// Quarantine entries, oldest first; released ones too if asked.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    fn quarantined(&self, include_released: bool) -> Result<Vec<QuarantineEntry>, Error>;
+
+    /// One quarantine entry with its bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown id.
+    fn quarantine_entry(&self, id: i64) -> Result<QuarantineEntry, Error>;
+
+    /// Releases a quarantine entry into `queue`, with fixed bytes if given
+    /// (audit `released`). Returns the queued message's id.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or
+    /// already released entry.
+    fn release(&self, id: i64, queue: &str, fixed: Option<&[u8]>) -> Result<MessageId, Error>;
+
+    /// Appends one audit event; returns its sequence number.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    fn record(&self, event: &NewEvent) -> Result<u64, Error>;
+
+    /// Audit events matching `query`, in order.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, Error>;
+
+    /// Checks the hash chain of the whole audit trail; returns the number of
+    /// events checked.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Tampered`](crate::ErrorKind::Tampered) naming the first
+    /// event that does not verify.
+    fn verify_audit(&self) -> Result<u64, Error>;
+}
+
+/// Milliseconds since the Unix epoch, from a clock tests can set.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// Now.
+    fn now_millis(&self) -> i64;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+}
+
+/// A clock that moves only when told to.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use transport::store::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new(1_000);
+/// clock.advance(Duration::from_secs(1));
+/// assert_eq!(clock.now_millis(), 2_000);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock(Arc<AtomicI64>);
+
+impl ManualClock {
+    /// A clock at `millis`.
+    pub fn new(millis: i64) -> ManualClock {
+        ManualClock(Arc::new(AtomicI64::new(millis)))
+    }
+
+    /// Moves the clock (and every clone of it) forward.
+    pub fn advance(&self, by: Duration) {
+        self.0.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_millis(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Store settings.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    dedup_window: Duration,
+    audit_key: Option<Vec<u8>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> StoreConfig {
+        StoreConfig { dedup_window: Duration::from_secs(7 * 24 * 3600), audit_key: None, clock: Arc::new(SystemClock) }
+    }
+}
+
+impl StoreConfig {
+    /// Default settings: a 7-day de-duplication window, a per-store random
+    /// audit key, the system clock.
+    pub fn new() -> StoreConfig {
+        StoreConfig::default()
+    }
+
+    /// How long a de-duplication key is remembered.
+    pub fn dedup_window(&mut self, window: Duration) -> &mut Self {
+        self.dedup_window = window;
+        self
+    }
+
+    /// The key of the MRN hash (HMAC-SHA-256). Without one the store makes
+    /// one at creation and keeps it in the database.
+    pub fn audit_key(&mut self, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.audit_key = Some(key.into());
+        self
+    }
+
+    /// The clock (tests use [`ManualClock`]).
+    pub fn clock(&mut self, clock: Arc<dyn Clock>) -> &mut Self {
+        self.clock = clock;
+        self
+    }
+
+    /// A copy of these settings.
+    pub fn build(&self) -> StoreConfig {
+        self.clone()
+    }
+}
