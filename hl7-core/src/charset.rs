@@ -83,6 +83,10 @@ impl Charset {
         self.encoding.name()
     }
 
+    pub(crate) fn encoding(&self) -> &'static Encoding {
+        self.encoding
+    }
+
     /// True for UTF-8 (and therefore ASCII).
     pub fn is_utf8(&self) -> bool {
         self.encoding == encoding_rs::UTF_8
@@ -100,7 +104,7 @@ impl Charset {
             return std::str::from_utf8(bytes).map(Cow::Borrowed).map_err(|e| e.valid_up_to());
         }
         let ascii = Encoding::ascii_valid_up_to(bytes);
-        if ascii == bytes.len() {
+        if ascii == bytes.len() && self.encoding.is_ascii_compatible() {
             // Every supported encoding agrees with ASCII on ASCII bytes.
             return Ok(Cow::Borrowed(std::str::from_utf8(bytes).map_err(|e| e.valid_up_to())?));
         }

@@ -162,6 +162,10 @@ pub struct Message<'a> {
     warnings: Vec<Warning>,
     /// Offset of the message in the stream it was read from.
     base: u64,
+    /// The input bytes, when `text` is not them (decoded from another
+    /// character set, or repaired by lenient decoding): what is written back,
+    /// and what offsets are counted in.
+    source: Option<Cow<'a, [u8]>>,
 }
 
 impl fmt::Debug for Message<'_> {
@@ -341,7 +345,12 @@ impl<'a> Message<'a> {
             Err(bad) => return Err(bad_bytes(body, s, &delims, bad, charset).shifted(base as u64)),
         };
 
-        let mut msg = Message { text, bom, delims, charset, segs: Vec::new(), pos: Vec::new(), warnings, base: 0 };
+        let source = match &text {
+            Cow::Borrowed(_) => None,
+            Cow::Owned(_) => Some(Cow::Borrowed(body)),
+        };
+        let mut msg =
+            Message { text, bom, delims, charset, segs: Vec::new(), pos: Vec::new(), warnings, base: 0, source };
         msg.index(s, enc_len, opts)?;
         Ok(msg)
     }
@@ -453,11 +462,12 @@ impl<'a> Message<'a> {
     }
 
     /// Maps a position in the decoded text to a byte offset in the input.
+    /// Only errors and offsets of transcoded messages pay for this.
     fn input_offset(&self, text_pos: usize) -> usize {
         let base = if self.bom { 3 } else { 0 };
-        match &self.text {
-            Cow::Borrowed(_) => base + text_pos,
-            Cow::Owned(t) => base + self.charset.encode(&t[..text_pos.min(t.len())]).len(),
+        match &self.source {
+            None => base + text_pos,
+            Some(src) => base + source_offset(src, &self.text, self.charset, text_pos),
         }
     }
 
@@ -492,6 +502,7 @@ impl<'a> Message<'a> {
             pos: self.pos,
             warnings: self.warnings,
             base: self.base,
+            source: self.source.map(|s| Cow::Owned(s.into_owned())),
         }
     }
 
@@ -529,6 +540,9 @@ impl<'a> Message<'a> {
     /// # Ok::<(), hl7_core::Error>(())
     /// ```
     pub fn to_bytes(&self) -> Cow<'_, [u8]> {
+        if let Some(src) = &self.source {
+            return Cow::Borrowed(src.as_ref());
+        }
         let body = self.charset.encode(&self.text);
         if self.bom {
             let mut v = b"\xEF\xBB\xBF".to_vec();
@@ -617,6 +631,51 @@ impl<'a> Message<'a> {
     fn cov<'m>(&'m self) -> &'m Message<'m> {
         self
     }
+}
+
+/// The input offset of `text_pos` in `text`, decoded from `src` in `charset`.
+///
+/// Lines are decoded one at a time with one streaming decoder, so offsets
+/// are exact at every line start; within a line they are exact for UTF-8
+/// (repaired bytes included) and for every character the set writes back
+/// the way it read it.
+fn source_offset(src: &[u8], text: &str, charset: Charset, text_pos: usize) -> usize {
+    let text_pos = text_pos.min(text.len());
+    if charset.is_utf8() {
+        let (mut t, mut i) = (0usize, 0usize);
+        for chunk in src.utf8_chunks() {
+            let valid = chunk.valid().len();
+            if text_pos < t + valid {
+                return i + (text_pos - t);
+            }
+            t += valid;
+            i += valid;
+            let bad = chunk.invalid().len();
+            if bad > 0 {
+                if text_pos < t + '\u{fffd}'.len_utf8() {
+                    return i;
+                }
+                t += '\u{fffd}'.len_utf8();
+                i += bad;
+            }
+        }
+        return i;
+    }
+    let mut decoder = charset.encoding().new_decoder_without_bom_handling();
+    let mut decoded = String::new();
+    let mut input_at = 0usize;
+    for line in src.split_inclusive(|&b| b == b'\r' || b == b'\n') {
+        let before = decoded.len();
+        decoded.reserve(decoder.max_utf8_buffer_length(line.len()).unwrap_or(line.len() * 4));
+        let last = input_at + line.len() == src.len();
+        let _ = decoder.decode_to_string(line, &mut decoded, last);
+        if text_pos < decoded.len() {
+            let in_line = decoded.get(before..text_pos).unwrap_or("");
+            return input_at + charset.encode(in_line).len().min(line.len());
+        }
+        input_at += line.len();
+    }
+    src.len()
 }
 
 fn bad_bytes(body: &[u8], s: usize, d: &Delimiters, bad: usize, charset: Charset) -> Error {

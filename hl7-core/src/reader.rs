@@ -405,6 +405,10 @@ pub struct Reader<R> {
 
 const READ_SIZE: usize = 256 * 1024;
 
+/// The longest envelope (FHS/BHS/BTS/FTS) or blank line the reader buffers
+/// when it is longer than the message limit.
+const ENVELOPE_LINE_MAX: usize = 1 << 20;
+
 impl<R: Read> Reader<R> {
     /// A reader with default options.
     pub fn new(src: R) -> Reader<R> {
@@ -537,7 +541,19 @@ impl<R: Read> Reader<R> {
                         return None;
                     }
                     self.scanned = scanned;
-                    if self.end - self.start > max {
+                    // Bytes read ahead to classify the next line are not part
+                    // of this message; an envelope line is not a message.
+                    let avail = self.end - self.start;
+                    let first = boundary(&self.buf[self.start..self.end], self.eof);
+                    let single_line = matches!(first, Ok(Some(false)))
+                        || (first == Ok(None) && {
+                            let line = &self.buf[self.start..self.end];
+                            let end = memchr::memchr2(b'\r', b'\n', line).unwrap_or(line.len());
+                            is_blank(&line[..end])
+                        });
+                    let committed = if single_line || scanned >= avail { avail } else { scanned + 1 };
+                    let cap = if single_line { max.max(ENVELOPE_LINE_MAX) } else { max };
+                    if committed > cap {
                         let offset = self.base + self.start as u64;
                         self.batches.message();
                         self.scanned = 0;
