@@ -231,3 +231,55 @@ fn base_profiles_load_by_name() {
     }
     let _: Option<LabOrder> = None;
 }
+
+#[test]
+fn templates_defaults_and_transforms() {
+    let p = Profile::from_toml(
+        r#"
+extends = "v23-orm-o01"
+[fields]
+"patient.given_name" = { template = "{PID-5-2} {PID-5-3}" }
+"patient.family_name" = { path = "PID-5-1", transform = ["trim", "upper"], required = true }
+"patient.sex" = { path = "PID-8", map = "sex", default = "U" }
+client_account = { path = "ZCL-1", default = "C9999" }
+"#,
+        None,
+    )
+    .unwrap();
+    let m = Message::parse(
+        b"MSH|^~\\&|A|B|C|D|20240101||ORM^O01|M1|P|2.3\rPID|1||P1||  doe ^MARY^ANN||19700101\rORC|NW|X1\rOBR|1|X1||85025||||||||||||1234567893\r",
+    )
+    .unwrap();
+    let order = p.to_order(&m).unwrap();
+    assert_eq!(order.patient.given_name.as_deref(), Some("MARY ANN"), "concatenated");
+    assert_eq!(order.patient.family_name.as_deref(), Some("DOE"), "trimmed and upper-cased");
+    assert_eq!(order.patient.sex.as_deref(), Some("U"), "default when absent");
+    assert_eq!(order.client_account.as_deref(), Some("C9999"));
+    // the way out splits the template back on its literal
+    let hl7 = p.order_to_hl7(&order).unwrap();
+    let back = Message::parse(hl7.as_bytes()).unwrap();
+    assert_eq!(back.get(&"PID-5-2".parse().unwrap()).unwrap().raw(), "MARY");
+    assert_eq!(back.get(&"PID-5-3".parse().unwrap()).unwrap().raw(), "ANN");
+}
+
+#[test]
+fn inheritance_overrides_only_what_differs_and_detects_cycles() {
+    let dir = std::env::temp_dir().join(format!("lb-profiles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("a.toml"), "extends = \"b.toml\"\n").unwrap();
+    std::fs::write(dir.join("b.toml"), "extends = \"a.toml\"\n").unwrap();
+    let e = Profile::load(dir.join("a.toml").to_str().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("extends itself"), "{e}");
+    std::fs::write(
+        dir.join("child.toml"),
+        "name = \"child\"\nextends = \"v23-orm-o01\"\n[test]\ncode = { path = \"OBR-4-2\" }\n",
+    )
+    .unwrap();
+    let p = Profile::load(dir.join("child.toml").to_str().unwrap()).unwrap();
+    assert_eq!((p.name(), p.version(), p.message_type()), ("child", "2.3", "ORM^O01"));
+    let m = Message::parse(b"MSH|^~\\&|A|B|C|D|20240101||ORM^O01|M1|P|2.3\rPID|1||P1||DOE||19700101\rORC|NW|X1\rOBR|1|X1||85025^CBC||||||||||||1234567893\r").unwrap();
+    let o = p.to_order(&m).unwrap();
+    assert_eq!(o.tests[0].code.as_deref(), Some("CBC"), "overridden rule");
+    assert_eq!(o.patient.family_name.as_deref(), Some("DOE"), "inherited rule");
+    std::fs::remove_dir_all(&dir).ok();
+}
