@@ -197,9 +197,7 @@ pub(crate) fn run(cmd: Hl7Command) -> Result<ExitCode, CliError> {
                     Event::Message(msg) => AckBuilder::for_message(&msg, code),
                     Event::Invalid(e) => {
                         failed = true;
-                        let at = (e.offset() as usize).min(input.len());
-                        let start = message_start(&input, at);
-                        AckBuilder::for_rejected(&input[start..], &e, reject)
+                        AckBuilder::for_rejected(events.last_raw(), &e, reject)
                     }
                     Event::Warning(w) => {
                         eprintln!("warning: {w}");
@@ -218,18 +216,6 @@ pub(crate) fn run(cmd: Hl7Command) -> Result<ExitCode, CliError> {
             out.flush().map_err(out_err)?;
             Ok(ExitCode::from(failed as u8))
         }
-    }
-}
-
-/// The start of the message holding byte `at`: the last MSH line at or before it.
-fn message_start(input: &[u8], at: usize) -> usize {
-    let mut i = at;
-    loop {
-        let line_start = input[..i].iter().rposition(|&b| b == b'\r' || b == b'\n').map_or(0, |p| p + 1);
-        if input[line_start..].starts_with(b"MSH") || line_start == 0 {
-            return line_start;
-        }
-        i = line_start - 1;
     }
 }
 

@@ -295,6 +295,7 @@ pub struct Messages<'a> {
     opts: ParseOptions,
     batches: Batches,
     warnings: Vec<Warning>,
+    last: std::ops::Range<usize>,
 }
 
 impl<'a> Messages<'a> {
@@ -306,7 +307,7 @@ impl<'a> Messages<'a> {
     /// Messages of `buf` parsed with `opts`.
     pub fn with_options(buf: &'a [u8], opts: ParseOptions) -> Messages<'a> {
         let at = if buf.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
-        Messages { buf, at, opts, batches: Batches::default(), warnings: Vec::new() }
+        Messages { buf, at, opts, batches: Batches::default(), warnings: Vec::new(), last: 0..0 }
     }
 
     /// The next message, error, envelope segment or warning.
@@ -321,6 +322,7 @@ impl<'a> Messages<'a> {
             };
             let offset = self.at as u64;
             let bytes = &rest[..len];
+            self.last = self.at..self.at + len;
             self.at += len;
             match chunk {
                 Chunk::Blank => continue,
@@ -349,6 +351,23 @@ impl<'a> Messages<'a> {
     /// Warnings seen so far by the iterator (batch count mismatches).
     pub fn warnings(&self) -> &[Warning] {
         &self.warnings
+    }
+
+    /// The bytes of the chunk behind the last event: for an
+    /// [`Event::Invalid`], the original bytes of the message that failed, to
+    /// quarantine or acknowledge.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use hl7_core::{Event, Messages};
+    ///
+    /// let mut m = Messages::new(b"MSH|^~\\&|A\rPID|1\rOB|x\r");
+    /// assert!(matches!(m.next_event(), Some(Event::Invalid(_))));
+    /// assert_eq!(m.last_raw(), b"MSH|^~\\&|A\rPID|1\rOB|x\r");
+    /// ```
+    pub fn last_raw(&self) -> &'a [u8] {
+        &self.buf[self.last.clone()]
     }
 }
 
