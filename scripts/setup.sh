@@ -24,4 +24,13 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked >&2
 fi
+if ! cargo fuzz --version 2>/dev/null | grep -q ' 0\.13\.2$'; then
+  log "installing cargo-fuzz 0.13.2"
+  cargo install cargo-fuzz --version 0.13.2 --locked >&2
+fi
+# OpenSSH server (sshd; ssh-keygen comes with it): the SFTP tests start their own sshd on 127.0.0.1.
+if ! command -v /usr/sbin/sshd >/dev/null 2>&1; then
+  log "installing openssh-server"
+  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server) >&2
+fi
 log "ok"

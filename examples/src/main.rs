@@ -35,7 +35,7 @@ enum Command {
     /// Check and list EMR profiles.
     #[command(subcommand)]
     Profile(mapping::ProfileCommand),
-    /// Send and receive over file:// and mllp:// with store-and-forward (a curl for the lab's pipes).
+    /// Send and receive over file://, mllp://, http(s):// and sftp:// with store-and-forward; quarantine and audit.
     #[command(subcommand)]
     Transport(transport::Cmd),
 }

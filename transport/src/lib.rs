@@ -1,5 +1,5 @@
-//! `transport`: LabBridge's pipes — folders and MLLP behind two small
-//! traits, with store-and-forward, retries, de-duplication, quarantine and
+//! `transport`: LabBridge's pipes — folders, MLLP, REST and SFTP behind two
+//! small traits, with store-and-forward, retries, de-duplication, quarantine and
 //! a tamper-evident audit trail around them.
 //!
 //! ```
@@ -50,7 +50,8 @@
 //!
 //! - Mechanisms implement [`Source`] (items come in, and are
 //!   [settled](Source::settle) once stored) and/or [`Sink`] (an item goes
-//!   out and the peer's answer comes back): [`folder`], [`mllp`].
+//!   out and the peer's answer comes back): [`folder`], [`mllp`], [`rest`]
+//!   (HTTP client sink, HTTP server source), [`sftp`] (remote inbox and outbox).
 //! - [`layers`] wrap any sink: [`Retry`](layers::Retry) (back-off, jitter,
 //!   budget) and [`AckCheck`](layers::AckCheck) (the ACK policy table).
 //! - [`store`] is the durable state behind one trait; [`SqliteStore`](store::SqliteStore)
@@ -76,6 +77,8 @@ pub mod layers;
 pub mod mllp;
 pub mod mock;
 pub mod pipeline;
+pub mod rest;
+pub mod sftp;
 pub mod store;
 
 pub use error::{Error, ErrorKind};

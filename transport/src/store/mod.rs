@@ -198,6 +198,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// When the store fails.
     fn depth(&self, queue: &str) -> Result<(u64, Option<i64>), Error>;
 
+    /// The queue `id` is waiting in, or `None` when it is not queued
+    /// (delivered, quarantined, unknown).
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    fn queue_of(&self, id: MessageId) -> Result<Option<String>, Error>;
+
     /// The peer confirmed `id`: it leaves the outbox (audit `acknowledged`).
     ///
     /// # Errors

@@ -447,6 +447,13 @@ impl Store for SqliteStore {
         Ok((n as u64, oldest.map(|o| self.clock.now_millis() - o)))
     }
 
+    fn queue_of(&self, id: MessageId) -> Result<Option<String>, Error> {
+        let conn = self.lock();
+        conn.query_row("SELECT queue FROM messages WHERE id = ?1 AND state = 'queued'", [id], |r| r.get(0))
+            .optional()
+            .map_err(Error::store)
+    }
+
     fn mark_delivered(&self, id: MessageId, outcome: &str) -> Result<(), Error> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(Error::store)?;
