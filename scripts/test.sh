@@ -28,5 +28,8 @@ tail -n 1 "$T/conformance.log"
 step "doctests"
 cargo test --workspace --doc --quiet
 
+step "fuzz smoke (scripts/fuzz-smoke.sh)"
+scripts/fuzz-smoke.sh
+
 step "tests (cargo nextest)"
 cargo nextest run --workspace --no-fail-fast --no-tests=pass --status-level=fail --final-status-level=fail

@@ -166,6 +166,8 @@ pub struct Message<'a> {
     /// character set, or repaired by lenient decoding): what is written back,
     /// and what offsets are counted in.
     source: Option<Cow<'a, [u8]>>,
+    /// Where text and input positions correspond, built on first use.
+    anchors: std::sync::OnceLock<Anchors>,
 }
 
 impl fmt::Debug for Message<'_> {
@@ -349,8 +351,18 @@ impl<'a> Message<'a> {
             Cow::Borrowed(_) => None,
             Cow::Owned(_) => Some(Cow::Borrowed(body)),
         };
-        let mut msg =
-            Message { text, bom, delims, charset, segs: Vec::new(), pos: Vec::new(), warnings, base: 0, source };
+        let mut msg = Message {
+            text,
+            bom,
+            delims,
+            charset,
+            segs: Vec::new(),
+            pos: Vec::new(),
+            warnings,
+            base: 0,
+            source,
+            anchors: std::sync::OnceLock::new(),
+        };
         msg.index(s, enc_len, opts)?;
         Ok(msg)
     }
@@ -467,7 +479,10 @@ impl<'a> Message<'a> {
         let base = if self.bom { 3 } else { 0 };
         match &self.source {
             None => base + text_pos,
-            Some(src) => base + source_offset(src, &self.text, self.charset, text_pos),
+            Some(src) => {
+                let anchors = self.anchors.get_or_init(|| anchors(src, self.charset));
+                base + source_offset(anchors, &self.text, self.charset, text_pos)
+            }
         }
     }
 
@@ -503,6 +518,7 @@ impl<'a> Message<'a> {
             warnings: self.warnings,
             base: self.base,
             source: self.source.map(|s| Cow::Owned(s.into_owned())),
+            anchors: self.anchors,
         }
     }
 
@@ -541,6 +557,11 @@ impl<'a> Message<'a> {
     /// ```
     pub fn to_bytes(&self) -> Cow<'_, [u8]> {
         if let Some(src) = &self.source {
+            if self.bom {
+                let mut v = b"\xEF\xBB\xBF".to_vec();
+                v.extend_from_slice(src);
+                return Cow::Owned(v);
+            }
             return Cow::Borrowed(src.as_ref());
         }
         let body = self.charset.encode(&self.text);
@@ -633,49 +654,64 @@ impl<'a> Message<'a> {
     }
 }
 
-/// The input offset of `text_pos` in `text`, decoded from `src` in `charset`.
-///
-/// Lines are decoded one at a time with one streaming decoder, so offsets
-/// are exact at every line start; within a line they are exact for UTF-8
-/// (repaired bytes included) and for every character the set writes back
-/// the way it read it.
-fn source_offset(src: &[u8], text: &str, charset: Charset, text_pos: usize) -> usize {
-    let text_pos = text_pos.min(text.len());
+/// Points where a position in the decoded text and a position in the input
+/// are known to correspond: `(text, input, exact)`. After an exact anchor the
+/// two advance together (valid UTF-8); after an inexact one (a replaced
+/// sequence, or a line of another character set) the text in between is
+/// encoded again to count its input bytes.
+type Anchors = Vec<(usize, usize, bool)>;
+
+/// Builds the anchors of `text`, decoded from `src` in `charset`: one per
+/// valid/replaced run for UTF-8, one per line otherwise (lines are decoded
+/// with one streaming decoder, as the text was).
+fn anchors(src: &[u8], charset: Charset) -> Anchors {
+    let mut out = Vec::new();
+    let (mut t, mut i) = (0usize, 0usize);
     if charset.is_utf8() {
-        let (mut t, mut i) = (0usize, 0usize);
         for chunk in src.utf8_chunks() {
-            let valid = chunk.valid().len();
-            if text_pos < t + valid {
-                return i + (text_pos - t);
-            }
-            t += valid;
-            i += valid;
+            out.push((t, i, true));
+            t += chunk.valid().len();
+            i += chunk.valid().len();
             let bad = chunk.invalid().len();
             if bad > 0 {
-                if text_pos < t + '\u{fffd}'.len_utf8() {
-                    return i;
-                }
+                out.push((t, i, false));
                 t += '\u{fffd}'.len_utf8();
                 i += bad;
             }
         }
-        return i;
+        out.push((t, i, false));
+        return out;
     }
     let mut decoder = charset.encoding().new_decoder_without_bom_handling();
     let mut decoded = String::new();
-    let mut input_at = 0usize;
     for line in src.split_inclusive(|&b| b == b'\r' || b == b'\n') {
-        let before = decoded.len();
+        out.push((decoded.len(), i, false));
         decoded.reserve(decoder.max_utf8_buffer_length(line.len()).unwrap_or(line.len() * 4));
-        let last = input_at + line.len() == src.len();
+        let last = i + line.len() == src.len();
         let _ = decoder.decode_to_string(line, &mut decoded, last);
-        if text_pos < decoded.len() {
-            let in_line = decoded.get(before..text_pos).unwrap_or("");
-            return input_at + charset.encode(in_line).len().min(line.len());
-        }
-        input_at += line.len();
+        i += line.len();
     }
-    src.len()
+    out.push((decoded.len(), i, false));
+    out
+}
+
+/// The input offset of `text_pos` in `text`, decoded from `src`: exact at
+/// every anchor, exact within valid UTF-8, and within a line of another
+/// character set exact for every character the set writes back the way it
+/// read it.
+fn source_offset(anchors: &Anchors, text: &str, charset: Charset, text_pos: usize) -> usize {
+    let text_pos = text_pos.min(text.len());
+    let k = anchors.partition_point(|a| a.0 <= text_pos).saturating_sub(1);
+    let Some(&(t, i, exact)) = anchors.get(k) else { return 0 };
+    let next_input = anchors.get(k + 1).map_or(usize::MAX, |a| a.1);
+    let within = if exact {
+        text_pos - t
+    } else if charset.is_utf8() {
+        0 // inside a replacement character: the bytes it replaced
+    } else {
+        charset.encode(text.get(t..text_pos).unwrap_or("")).len()
+    };
+    (i + within).min(next_input)
 }
 
 fn bad_bytes(body: &[u8], s: usize, d: &Delimiters, bad: usize, charset: Charset) -> Error {

@@ -38,6 +38,16 @@ fn lenient_decoding_keeps_offsets_in_the_input() {
     assert_eq!(pid.field(1).unwrap().offset(), 16);
 }
 
+/// fuzz `parse` (after the fix above): with a UTF-8 byte order mark and a
+/// replaced byte, `to_bytes()` wrote the input back without its BOM.
+#[test]
+fn lenient_decoding_keeps_the_byte_order_mark() {
+    let input: &[u8] = b"\xef\xbb\xbfMSH|^~\\&|\xff";
+    let msg = Message::parse_with(input, &lenient()).unwrap();
+    assert_eq!(msg.to_bytes().as_ref(), input);
+    assert_eq!(msg.warnings()[0].offset(), 12);
+}
+
 /// fuzz `parse`: Big5, Shift_JIS and EUC-JP decoders accept byte pairs
 /// (HKSCS, NEC/IBM extensions, JIS X 0212) that their encoders write
 /// differently or not at all, so `to_bytes()` was not the input ("the parse
