@@ -296,6 +296,7 @@ pub struct Messages<'a> {
     batches: Batches,
     warnings: Vec<Warning>,
     last: std::ops::Range<usize>,
+    pending: Option<Event<'a>>,
 }
 
 impl<'a> Messages<'a> {
@@ -307,11 +308,14 @@ impl<'a> Messages<'a> {
     /// Messages of `buf` parsed with `opts`.
     pub fn with_options(buf: &'a [u8], opts: ParseOptions) -> Messages<'a> {
         let at = if buf.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
-        Messages { buf, at, opts, batches: Batches::default(), warnings: Vec::new(), last: 0..0 }
+        Messages { buf, at, opts, batches: Batches::default(), warnings: Vec::new(), last: 0..0, pending: None }
     }
 
     /// The next message, error, envelope segment or warning.
     pub fn next_event(&mut self) -> Option<Event<'a>> {
+        if let Some(ev) = self.pending.take() {
+            return Some(ev);
+        }
         loop {
             let rest = &self.buf[self.at..];
             if rest.is_empty() {
@@ -327,10 +331,11 @@ impl<'a> Messages<'a> {
             match chunk {
                 Chunk::Blank => continue,
                 Chunk::Envelope => {
+                    // The envelope comes out, then its warning, as from `Reader`.
                     let env = envelope(bytes, offset);
                     if let Some(w) = self.batches.envelope(&env) {
                         self.warnings.push(w.clone());
-                        return Some(Event::Warning(w));
+                        self.pending = Some(Event::Warning(w));
                     }
                     return Some(Event::Envelope(env));
                 }

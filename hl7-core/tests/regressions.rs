@@ -217,3 +217,25 @@ fn empty_absent_and_null_are_three_different_things() {
     assert!(pid.field(4).unwrap().is_empty());
     assert!(pid.field(5).is_none());
 }
+
+#[test]
+fn messages_and_reader_give_the_same_events_for_a_batch_with_a_wrong_count() {
+    let file: &[u8] = b"BHS|^~\\&\rMSH|^~\\&|A|||||||M1\rBTS|2\r";
+    let names = |events: Vec<hl7_core::Event<'_>>| -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                hl7_core::Event::Message(_) => "message".to_owned(),
+                hl7_core::Event::Envelope(env) => env.name().to_owned(),
+                hl7_core::Event::Warning(w) => w.to_string(),
+                _ => "other".to_owned(),
+            })
+            .collect()
+    };
+    let mut m = Messages::new(file);
+    let borrowed = names(std::iter::from_fn(|| m.next_event()).collect());
+    let mut r = Reader::new(file);
+    let streamed = names(std::iter::from_fn(|| r.next_event()).collect());
+    assert_eq!(borrowed, ["BHS", "message", "BTS", "BTS-1 says 2 but 1 were read at byte 29"]);
+    assert_eq!(borrowed, streamed);
+}
