@@ -1333,17 +1333,24 @@ fn obs_value(f: &crate::Field<'_>, value_type: &str) -> Option<Json> {
 
 fn set_json(root: &mut Json, dotted: &str, value: Json) {
     let mut cur = root;
-    let parts: Vec<&str> = dotted.split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
         if !cur.is_object() {
             *cur = Json::Object(Map::new());
         }
         let Some(obj) = cur.as_object_mut() else { return };
-        if i + 1 == parts.len() {
-            obj.insert((*part).to_owned(), value);
+        if parts.peek().is_none() {
+            obj.insert(part.to_owned(), value);
             return;
         }
-        cur = obj.entry((*part).to_owned()).or_insert_with(|| Json::Object(Map::new()));
+        // Allocate the key only when the object does not have it yet.
+        if !obj.contains_key(part) {
+            obj.insert(part.to_owned(), Json::Object(Map::new()));
+        }
+        match obj.get_mut(part) {
+            Some(next) => cur = next,
+            None => return,
+        }
     }
 }
 
