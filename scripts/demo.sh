@@ -27,6 +27,9 @@ printf '\n$ labbridge compendium diff C@1 C@2   (first lines)\n'
 printf '\n$ labbridge compendium validate-order C testdata/compendium/orders.hl7 --profile loi-oml-o21 --client ACCT1001\n'
 "$LB" compendium validate-order "$C" testdata/compendium/orders.hl7 --profile loi-oml-o21 --client ACCT1001 2>/dev/null | cut -c1-200 || true
 
+printf '\n$ labbridge compendium validate-order C testdata/profiles/northwind-ehr.hl7 --profile testdata/profiles/northwind-ehr.toml --client ACCT1002\n'
+"$LB" compendium validate-order "$C" testdata/profiles/northwind-ehr.hl7 --profile testdata/profiles/northwind-ehr.toml --client ACCT1002 || true
+
 OUT=$(mktemp -d)
 printf '\n$ labbridge transport send testdata/samples/batch_oru.hl7 file://%s   (the bad message is quarantined, the good ones delivered)\n' "$OUT"
 "$LB" transport send testdata/samples/batch_oru.hl7 "file://$OUT" --store "$OUT.db" || printf '(exit %d)\n' "$?"

@@ -20,13 +20,13 @@ fn samples(name: &str) -> Vec<u8> {
 
 /// (profile, JSON pointer into each message's contract value, expected value per message)
 const EXPECT: &[(&str, &str, &[&str])] = &[
-    ("northwind-ehr", "/client_account", &["C1001", "C1002"]),
-    ("northwind-ehr", "/tests/0/code", &["85025", "84443"]),
+    ("northwind-ehr", "/client_account", &["ACCT1002", "ACCT1002"]),
+    ("northwind-ehr", "/tests/0/code", &["100090", "100114"]),
     ("northwind-ehr", "/tests/0/system", &["L", "L"]),
     ("northwind-ehr", "/tests/0/aoe/0/answer", &["Y", ""]),
     ("northwind-ehr", "/tests/0/priority", &["R", ""]),
-    ("northwind-ehr", "/tests/0/specimen/type", &["119297000", ""]),
-    ("northwind-ehr", "/tests/1/code", &["83036", ""]),
+    ("northwind-ehr", "/tests/0/specimen/type", &["WB", ""]),
+    ("northwind-ehr", "/tests/1/code", &["100028", ""]),
     ("northwind-ehr", "/diagnoses/0/code", &["D64.9", ""]),
     ("northwind-ehr", "/billing/insurances/0/member_id", &["MEM5551", ""]),
     ("northwind-ehr", "/patient/birth_date", &["1985-02-14", "1970-05-30"]),
