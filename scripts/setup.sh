@@ -33,4 +33,11 @@ if ! command -v /usr/sbin/sshd >/dev/null 2>&1; then
   log "installing openssh-server"
   (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server) >&2
 fi
+
+# PostgreSQL server binaries (initdb, pg_ctl): the transport crate's `postgres` feature tests and
+# scripts/transport-bench.sh start a throwaway cluster on 127.0.0.1 (never the system one on 5432).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  log "installing postgresql"
+  (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql) >&2
+fi
 log "ok"

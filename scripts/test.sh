@@ -12,8 +12,8 @@ export RUST_BACKTRACE=0
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "cargo clippy --workspace --all-targets --all-features -- -D warnings"
+cargo clippy --workspace --all-targets --all-features --quiet -- -D warnings
 
 step "cargo doc (RUSTDOCFLAGS=-D warnings)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
@@ -32,4 +32,4 @@ step "fuzz smoke (scripts/fuzz-smoke.sh)"
 scripts/fuzz-smoke.sh
 
 step "tests (cargo nextest)"
-cargo nextest run --workspace --no-fail-fast --no-tests=pass --status-level=fail --final-status-level=fail
+cargo nextest run --workspace --all-features --no-fail-fast --no-tests=pass --status-level=fail --final-status-level=fail

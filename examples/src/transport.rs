@@ -15,6 +15,9 @@
 //!
 //! `quarantine list|show|release` and `audit` work on a store: the
 //! operator's view of what is stuck and of each message's trail.
+//! `metrics` prints the store's counters and gauges in Prometheus text
+//! format, `alerts` exits 1 when a queue is stuck, the error rate is too
+//! high or a connection went silent, and `prune` applies retention.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,10 +28,11 @@ use ::transport::audit::{AuditEvent, AuditQuery};
 use ::transport::folder::{FolderOptions, FolderSink, FolderSource};
 use ::transport::layers::{AckCheck, AckPolicy, Backoff, Retry, RetryPolicy};
 use ::transport::mllp::{ClientOptions, MllpClient, MllpServer, ServerOptions};
+use ::transport::monitor::{render_prometheus, AlertRules};
 use ::transport::pipeline::{audit_retries, Forwarder, Intake};
 use ::transport::rest::{Auth, HttpOptions, HttpSink, RestServer, RestServerOptions};
 use ::transport::sftp::{InboxOptions, SftpConfig, SftpSink, SftpSource};
-use ::transport::store::{SqliteStore, Store, StoreConfig};
+use ::transport::store::{Retention, SqliteStore, Store, StoreConfig};
 use ::transport::{ErrorKind, Inbound, Item, Sink, Source};
 use clap::Subcommand;
 use serde_json::json;
@@ -73,6 +77,70 @@ pub(crate) enum Cmd {
         #[command(flatten)]
         args: AuditArgs,
     },
+    /// Print the store's metrics in Prometheus text format (counters, queue depth, oldest age, alerts).
+    Metrics {
+        #[command(flatten)]
+        rules: RuleArgs,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Check the alert conditions; one line per alert that holds, exit 1 when any does.
+    Alerts {
+        #[command(flatten)]
+        rules: RuleArgs,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Remove finished messages and old audit events in bounded chunks (queued work is never removed).
+    Prune {
+        /// Remove what finished longer ago than this many hours.
+        #[arg(long, value_name = "HOURS")]
+        older_than: Option<f64>,
+        /// Keep at most this many finished messages.
+        #[arg(long, value_name = "N")]
+        keep_messages: Option<u64>,
+        /// Keep at most this many audit events (older ones go, with a checkpoint).
+        #[arg(long, value_name = "N")]
+        keep_events: Option<u64>,
+        /// Rows per transaction.
+        #[arg(long, value_name = "ROWS", default_value = "1000")]
+        chunk: usize,
+        #[command(flatten)]
+        store: StoreArg,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RuleArgs {
+    /// A queue is stuck when its oldest message waited longer than this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "900")]
+    stuck_after: f64,
+    /// Alert when more than this share (0-1) of delivery attempts in the window failed.
+    #[arg(long, value_name = "RATIO", default_value = "0.5")]
+    error_rate: f64,
+    /// ... counting only once there were at least this many attempts.
+    #[arg(long, value_name = "N", default_value = "10")]
+    min_attempts: u64,
+    /// The error-rate window in seconds.
+    #[arg(long, value_name = "SECS", default_value = "900")]
+    window: f64,
+    /// A connection is silent when nothing went in or out for this many seconds.
+    #[arg(long, value_name = "SECS", default_value = "3600")]
+    silent_after: f64,
+}
+
+impl RuleArgs {
+    fn rules(&self) -> Result<AlertRules, CliError> {
+        if !(0.0..=1.0).contains(&self.error_rate) {
+            return Err(CliError::Usage("--error-rate must be between 0 and 1".into()));
+        }
+        Ok(AlertRules::new()
+            .stuck_after(secs(self.stuck_after, "stuck-after")?)
+            .error_rate(self.error_rate, self.min_attempts)
+            .window(secs(self.window, "window")?)
+            .silent_after(secs(self.silent_after, "silent-after")?)
+            .build())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -328,6 +396,52 @@ pub(crate) fn run(cmd: Cmd) -> Result<ExitCode, CliError> {
             }
         }
         Cmd::Audit { verify: None, args } => audit(args),
+        Cmd::Metrics { rules, store } => {
+            let rules = rules.rules()?;
+            let store = open_existing(&store)?;
+            let io = |e: ::transport::Error| CliError::Io(e.to_string());
+            let snap = store.snapshot(rules.error_window()).map_err(io)?;
+            print!("{}", render_prometheus(&snap, &rules.evaluate(&snap)));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Alerts { rules, store } => {
+            let rules = rules.rules()?;
+            let store = open_existing(&store)?;
+            let alerts = rules.check(store.as_ref()).map_err(|e| CliError::Io(e.to_string()))?;
+            for a in &alerts {
+                println!(
+                    "{}",
+                    json!({ "alert": a.kind.as_str(), "subject": a.subject, "value": a.value, "limit": a.limit,
+                            "message": a.to_string() })
+                );
+            }
+            Ok(if alerts.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Prune { older_than, keep_messages, keep_events, chunk, store } => {
+            let mut policy = Retention::new();
+            policy.chunk(chunk);
+            if let Some(h) = older_than {
+                policy.max_age(secs(h * 3600.0, "older-than")?);
+            }
+            if let Some(n) = keep_messages {
+                policy.max_messages(n);
+            }
+            if let Some(n) = keep_events {
+                policy.max_events(n);
+            }
+            if older_than.is_none() && keep_messages.is_none() && keep_events.is_none() {
+                return Err(CliError::Usage("prune: give --older-than, --keep-messages or --keep-events".into()));
+            }
+            let store = open_existing(&store)?;
+            let r = store.prune(&policy).map_err(|e| CliError::Io(e.to_string()))?;
+            println!(
+                "{}",
+                json!({ "messages": r.messages, "events": r.events, "dedup_keys": r.dedup_keys,
+                        "quarantine": r.quarantine, "chunks": r.chunks,
+                        "checkpoint": r.checkpoint.map(|(seq, hash)| json!({ "seq": seq, "hash": hash })) })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -946,6 +1060,48 @@ mod tests {
         let e = verify().unwrap_err();
         assert_eq!(e.exit_code(), 1);
         assert_eq!(e.to_string(), format!("{}: audit trail broken: audit event 2 does not verify", path.display()));
+    }
+
+    #[test]
+    fn metrics_alerts_and_prune() {
+        use ::transport::store::{Batch, Entry, NewMessage};
+        let d = tempfile::tempdir().unwrap();
+        let (path, store) = store_with_trouble(d.path());
+        let arg = || StoreArg { path: path.clone() };
+        let rules = |error_rate| RuleArgs {
+            stuck_after: 900.0,
+            error_rate,
+            min_attempts: 1,
+            window: 900.0,
+            silent_after: 3600.0,
+        };
+        assert_eq!(run(Cmd::Metrics { rules: rules(0.5), store: arg() }).unwrap(), ExitCode::SUCCESS);
+        assert_eq!(run(Cmd::Alerts { rules: rules(0.5), store: arg() }).unwrap(), ExitCode::SUCCESS);
+        // a delivery attempt fails: 1 of 1 attempts is over 50%
+        let m = NewMessage { bytes: msg("Q3").into(), ..Default::default() };
+        let id = store
+            .ingest(&Batch { connection: "emr-in".into(), queue: "lis".into(), entries: vec![Entry::Message(m)] })
+            .unwrap()
+            .queued[0];
+        store.record_failure(id, "peer down").unwrap();
+        assert_eq!(run(Cmd::Alerts { rules: rules(0.5), store: arg() }).unwrap(), ExitCode::from(1));
+        assert_eq!(run(Cmd::Alerts { rules: rules(1.5), store: arg() }).unwrap_err().exit_code(), 2);
+        let missing = StoreArg { path: d.path().join("nope.db") };
+        assert_eq!(run(Cmd::Metrics { rules: rules(0.5), store: missing }).unwrap_err().exit_code(), 1);
+
+        let prune = |keep_events| Cmd::Prune {
+            older_than: None,
+            keep_messages: None,
+            keep_events,
+            chunk: 2,
+            store: StoreArg { path: path.clone() },
+        };
+        assert_eq!(run(prune(None)).unwrap_err().exit_code(), 2);
+        assert_eq!(run(prune(Some(0))).unwrap(), ExitCode::SUCCESS);
+        // Q3 is still queued: its trail stays, and what is left verifies
+        assert_eq!(store.audit(&AuditQuery::new().control_id("Q1")).unwrap().len(), 0);
+        assert!(!store.audit(&AuditQuery::new().message(id)).unwrap().is_empty());
+        assert!(store.verify_audit().is_ok());
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! itself or a name. The patient is findable by a keyed hash (HMAC-SHA-256)
 //! of the MRN: whoever can read the trail cannot reverse it without the key.
 //!
+//! The business keys (patient hash, placer and filler order numbers) are
+//! recorded on each message's `received` event, where a search by patient
+//! or order starts; the rest of its trail follows by message id or MSH-10.
+//!
 //! Why a hash chain: each event carries the hash of the previous one and its
 //! own hash over both, so changing, removing or reordering any stored event
 //! breaks every hash after it, and [`Store::verify_audit`](crate::store::Store::verify_audit)

@@ -76,6 +76,7 @@ mod item;
 pub mod layers;
 pub mod mllp;
 pub mod mock;
+pub mod monitor;
 pub mod pipeline;
 pub mod rest;
 pub mod sftp;

@@ -19,11 +19,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use hl7_core::reader::{split, Chunk, Split};
 use hl7_core::{Message, ParseOptions, Path};
+use tracing::Instrument;
 
 use crate::audit::{Direction, EventKind, NewEvent};
 use crate::item::{content_hash, Inbound, Settle, Sink, Source};
 use crate::layers::RetryHook;
-use crate::store::{Batch, Entry, IndexKeys, IngestReport, MessageId, NewMessage, Rejected, Store};
+use crate::store::{Batch, Entry, IndexKeys, IngestReport, MessageId, NewMessage, Queued, Rejected, Store};
 use crate::{Error, ErrorKind};
 
 /// What makes two messages "the same" for de-duplication (DOMAIN P7).
@@ -136,6 +137,7 @@ pub struct Intake {
     queue: String,
     dedup: DedupKey,
     opts: ParseOptions,
+    group: usize,
 }
 
 impl Intake {
@@ -148,7 +150,22 @@ impl Intake {
             queue: queue.into(),
             dedup: DedupKey::default(),
             opts: ParseOptions::default(),
+            group: 1,
         }
+    }
+
+    /// Group commit: [`drain`](Intake::drain) takes up to `items` items
+    /// from the source, stores them in one transaction, and only then
+    /// settles each (acknowledges upstream). One durable commit for many
+    /// items instead of one each; nothing is acknowledged before its commit.
+    ///
+    /// For polling sources (folders, SFTP inboxes), whose `recv` answers
+    /// `None` when nothing is ready. A listening source (MLLP, HTTP) waits in
+    /// `recv` for the next item while the earlier ones wait for their ACK,
+    /// so keep those at 1, the default.
+    pub fn group(mut self, items: usize) -> Intake {
+        self.group = items.max(1);
+        self
     }
 
     /// Sets the de-duplication key.
@@ -177,6 +194,7 @@ impl Intake {
                 reason: reason.clone(),
                 offset: Some(0),
                 name,
+                dedup: self.dedup != DedupKey::Off,
                 ..Rejected::default()
             }));
             return batch;
@@ -197,6 +215,7 @@ impl Intake {
                 bytes: bytes.clone(),
                 reason: "no message in the input".into(),
                 name,
+                dedup: self.dedup != DedupKey::Off,
                 ..Rejected::default()
             }));
         }
@@ -221,7 +240,8 @@ impl Intake {
                     None => format!("{} at byte {offset}", e.kind()),
                 };
                 let control_id = salvage_control_id(&part);
-                Entry::Invalid(Rejected { bytes: part, reason, offset: Some(offset), path, control_id, name })
+                let dedup = self.dedup != DedupKey::Off;
+                Entry::Invalid(Rejected { bytes: part, reason, offset: Some(offset), path, control_id, name, dedup })
             }
         }
     }
@@ -245,22 +265,49 @@ impl Intake {
     /// When the store fails (the item is then settled as
     /// [`Settle::Failed`]) or the settle itself fails.
     pub async fn take(&self, source: &mut (dyn Source + '_), inbound: Inbound) -> Result<IngestReport, Error> {
-        let batch = self.batch(&inbound);
-        match self.store.ingest(&batch) {
-            Ok(report) => {
-                let single_reject = report.queued.is_empty()
-                    && report.duplicates.is_empty()
-                    && batch.entries.len() == 1
-                    && inbound.item.meta.name.is_none();
-                let outcome = match (&batch.entries[..], single_reject) {
-                    ([Entry::Invalid(r)], true) => Settle::Quarantined { reason: r.reason.clone() },
-                    _ => Settle::Stored,
-                };
-                source.settle(inbound.receipt, outcome).await?;
-                Ok(report)
+        Ok(self.take_many(source, vec![inbound]).await?.remove(0))
+    }
+
+    /// [`take`](Intake::take) for several items: one transaction, then
+    /// each is settled in order.
+    async fn take_many(
+        &self,
+        source: &mut (dyn Source + '_),
+        inbound: Vec<Inbound>,
+    ) -> Result<Vec<IngestReport>, Error> {
+        let span = tracing::info_span!("intake", connection = %self.connection, items = inbound.len());
+        let batches: Vec<Batch> = inbound.iter().map(|i| self.batch(i)).collect();
+        let stored = span.in_scope(|| self.store.ingest_many(&batches));
+        match stored {
+            Ok(reports) => {
+                for ((inbound, batch), report) in inbound.into_iter().zip(&batches).zip(&reports) {
+                    let single_reject = report.queued.is_empty()
+                        && report.duplicates.is_empty()
+                        && batch.entries.len() == 1
+                        && inbound.item.meta.name.is_none();
+                    let outcome = match (&batch.entries[..], single_reject) {
+                        ([Entry::Invalid(r)], true) => Settle::Quarantined { reason: r.reason.clone() },
+                        _ => Settle::Stored,
+                    };
+                    span.in_scope(|| {
+                        tracing::info!(
+                            receipt = inbound.receipt,
+                            bytes = inbound.item.bytes.len(),
+                            queued = report.queued.len(),
+                            duplicates = report.duplicates.len(),
+                            quarantined = report.quarantined.len(),
+                            "stored"
+                        )
+                    });
+                    source.settle(inbound.receipt, outcome).await?;
+                }
+                Ok(reports)
             }
             Err(e) => {
-                source.settle(inbound.receipt, Settle::Failed { reason: "not stored".into() }).await?;
+                span.in_scope(|| tracing::warn!(error = %e, "not stored; not acknowledged"));
+                for inbound in inbound {
+                    source.settle(inbound.receipt, Settle::Failed { reason: "not stored".into() }).await?;
+                }
                 Err(e)
             }
         }
@@ -273,14 +320,28 @@ impl Intake {
     /// The first failure of the source or the store.
     pub async fn drain(&self, source: &mut (dyn Source + '_)) -> Result<IntakeReport, Error> {
         let mut report = IntakeReport::default();
-        while let Some(inbound) = source.recv().await? {
-            let r = self.take(source, inbound).await?;
-            report.items += 1;
-            report.stored.queued.extend(r.queued);
-            report.stored.duplicates.extend(r.duplicates);
-            report.stored.quarantined.extend(r.quarantined);
+        loop {
+            let mut group = Vec::new();
+            while group.len() < self.group {
+                match source.recv().await? {
+                    Some(inbound) => group.push(inbound),
+                    None => break,
+                }
+            }
+            if group.is_empty() {
+                return Ok(report);
+            }
+            let last = group.len() < self.group;
+            for r in self.take_many(source, group).await? {
+                report.items += 1;
+                report.stored.queued.extend(r.queued);
+                report.stored.duplicates.extend(r.duplicates);
+                report.stored.quarantined.extend(r.quarantined);
+            }
+            if last {
+                return Ok(report);
+            }
         }
-        Ok(report)
     }
 }
 
@@ -337,12 +398,27 @@ pub struct Forwarder {
     queue: String,
     sink: Arc<dyn Sink>,
     poison_after: u32,
+    group: usize,
 }
 
 impl Forwarder {
     /// Delivers `queue` to `sink`; a message failing 5 passes is poison.
     pub fn new(store: Arc<dyn Store>, queue: impl Into<String>, sink: Arc<dyn Sink>) -> Forwarder {
-        Forwarder { store, queue: queue.into(), sink, poison_after: 5 }
+        Forwarder { store, queue: queue.into(), sink, poison_after: 5, group: 1 }
+    }
+
+    /// Group commit: the `sent` events of up to `messages` messages are
+    /// written in one transaction before the first is handed to the sink,
+    /// and their confirmations in one transaction after the last. A message
+    /// still leaves the queue only once the peer confirmed it; a crash
+    /// before the second commit sends the group again (same message ids).
+    /// When a pass stops early (a failure that may pass, a hold), the rest
+    /// of the group was announced as `sent` but not handed over, and is
+    /// announced again on the next pass: the trail may show more `sent`
+    /// events than transmissions, never fewer. Default 1.
+    pub fn group(mut self, messages: usize) -> Forwarder {
+        self.group = messages.max(1);
+        self
     }
 
     /// After how many failed passes (across restarts) a message goes to
@@ -361,62 +437,93 @@ impl Forwarder {
     pub async fn drain(&self) -> Result<ForwardReport, Error> {
         let mut report = ForwardReport::default();
         loop {
-            let batch = self.store.pending(&self.queue, 64)?;
+            let batch = self.store.pending(&self.queue, self.group.max(64))?;
             if batch.is_empty() {
                 return Ok(report);
             }
-            for q in batch {
+            for group in batch.chunks(self.group) {
+                if !self.deliver_group(group, &mut report).await? {
+                    return Ok(report);
+                }
+            }
+        }
+    }
+
+    /// Delivers one group; `false` when the pass must stop.
+    async fn deliver_group(&self, group: &[Queued], report: &mut ForwardReport) -> Result<bool, Error> {
+        let sent: Vec<NewEvent> = group
+            .iter()
+            .map(|q| {
                 let mut sent = NewEvent::new(EventKind::Sent, &self.queue, Direction::Out)
                     .message(q.id)
                     .detail(format!("attempt {}", q.attempts + 1));
                 sent.control_id = q.item.meta.control_id.clone();
                 sent.byte_count = Some(q.item.bytes.len() as u64);
-                self.store.record(&sent)?;
-                match self.sink.deliver(&q.item).await {
-                    Ok(d) => {
-                        let outcome = d
-                            .ack
-                            .as_deref()
-                            .and_then(crate::mllp::msa)
-                            .map(|(code, _)| code)
-                            .unwrap_or_else(|| "ok".into());
-                        self.store.mark_delivered(q.id, &outcome)?;
-                        if let Some(w) = d.warning {
-                            report.warnings.push((q.id, w));
-                        }
-                        report.delivered.push(q.id);
+                sent
+            })
+            .collect();
+        self.store.record_many(&sent)?;
+        let mut done: Vec<(MessageId, String)> = Vec::with_capacity(group.len());
+        let flush = |done: &mut Vec<(MessageId, String)>, report: &mut ForwardReport| -> Result<(), Error> {
+            if !done.is_empty() {
+                self.store.mark_delivered_many(done)?;
+                report.delivered.extend(done.drain(..).map(|(id, _)| id));
+            }
+            Ok(())
+        };
+        for q in group {
+            let span = tracing::info_span!("deliver", queue = %self.queue, message_id = q.id, attempt = q.attempts + 1);
+            let result = self.sink.deliver(&q.item).instrument(span.clone()).await;
+            let _entered = span.enter();
+            match result {
+                Ok(d) => {
+                    let outcome = d
+                        .ack
+                        .as_deref()
+                        .and_then(crate::mllp::msa)
+                        .map(|(code, _)| code)
+                        .unwrap_or_else(|| "ok".into());
+                    tracing::info!(bytes = q.item.bytes.len(), outcome = %outcome, "delivered");
+                    if let Some(w) = d.warning {
+                        tracing::warn!(warning = %w, "delivered with a warning");
+                        report.warnings.push((q.id, w));
                     }
-                    Err(e) if e.kind() == ErrorKind::Hold => {
-                        let mut ev = NewEvent::new(EventKind::Held, &self.queue, Direction::Out)
-                            .message(q.id)
-                            .outcome("held")
-                            .detail(e.message().to_owned());
-                        ev.control_id = q.item.meta.control_id.clone();
-                        self.store.record(&ev)?;
-                        report.held = Some((q.id, e));
-                        return Ok(report);
-                    }
-                    Err(e) => {
-                        let attempts = self.store.record_failure(q.id, &e.to_string())?;
-                        // A peer that cannot be reached is not the message's
-                        // fault: it never makes a message poison.
-                        let poison = attempts >= self.poison_after && e.kind() != ErrorKind::Connect;
-                        if !e.is_retryable() || poison {
-                            let reason = if poison {
-                                format!("poison after {attempts} failed passes: {e}")
-                            } else {
-                                e.to_string()
-                            };
-                            self.store.quarantine_message(q.id, &reason)?;
-                            report.quarantined.push((q.id, reason));
-                        } else {
-                            report.deferred = Some((q.id, e));
-                            return Ok(report);
-                        }
+                    done.push((q.id, outcome));
+                }
+                Err(e) if e.kind() == ErrorKind::Hold => {
+                    flush(&mut done, report)?;
+                    tracing::warn!(error = %e, "queue held for an operator");
+                    let mut ev = NewEvent::new(EventKind::Held, &self.queue, Direction::Out)
+                        .message(q.id)
+                        .outcome("held")
+                        .detail(e.message().to_owned());
+                    ev.control_id = q.item.meta.control_id.clone();
+                    self.store.record(&ev)?;
+                    report.held = Some((q.id, e));
+                    return Ok(false);
+                }
+                Err(e) => {
+                    flush(&mut done, report)?;
+                    tracing::warn!(error = %e, "delivery failed");
+                    let attempts = self.store.record_failure(q.id, &e.to_string())?;
+                    // A peer that cannot be reached is not the message's
+                    // fault: it never makes a message poison.
+                    let poison = attempts >= self.poison_after && e.kind() != ErrorKind::Connect;
+                    if !e.is_retryable() || poison {
+                        let reason =
+                            if poison { format!("poison after {attempts} failed passes: {e}") } else { e.to_string() };
+                        tracing::warn!(reason = %reason, "quarantined");
+                        self.store.quarantine_message(q.id, &reason)?;
+                        report.quarantined.push((q.id, reason));
+                    } else {
+                        report.deferred = Some((q.id, e));
+                        return Ok(false);
                     }
                 }
             }
         }
+        flush(&mut done, report)?;
+        Ok(true)
     }
 }
 

@@ -101,7 +101,9 @@ async fn malformed_message_in_a_batch_duplicate_file_and_resend_after_crash() {
     std::fs::write(inbox.path().join("batch-1-again.hl7"), batch_file()).unwrap();
     let sent = emr_send(&emr, inbox.path(), &lab.addr).await;
     assert!(sent.delivered.is_empty());
-    assert_eq!(emr.audit(&AuditQuery::new().kind(EventKind::Duplicate)).unwrap().len(), 3);
+    // three good messages and the broken one: it is not quarantined twice
+    assert_eq!(emr.audit(&AuditQuery::new().kind(EventKind::Duplicate)).unwrap().len(), 4);
+    assert_eq!(emr.quarantined(false).unwrap().len(), 1);
 
     // the EMR engine crashed after sending, before recording it: a fresh
     // store sends all again; the lab records duplicates and queues nothing new

@@ -224,3 +224,69 @@ async fn ae_is_quarantined_no_msa_holds_the_queue() {
     assert_eq!(store.pending("lis", 10).unwrap()[0].id, held, "H2 stays first in the queue");
     assert_eq!(store.audit(&AuditQuery::new().kind(EventKind::Held)).unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_store_from_before_bodies_and_checkpoints_opens_and_moves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        // the schema of the first release: bytes in the messages row, an
+        // unconditional delete guard on the audit trail
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB NOT NULL);
+             CREATE TABLE messages(id INTEGER PRIMARY KEY, queue TEXT NOT NULL, connection TEXT NOT NULL,
+                 state TEXT NOT NULL, control_id TEXT, sender TEXT, name TEXT, bytes BLOB NOT NULL,
+                 content_hash TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,
+                 updated_at INTEGER NOT NULL);
+             CREATE INDEX messages_queue ON messages(queue, state, id);
+             CREATE TABLE audit(seq INTEGER PRIMARY KEY, at INTEGER NOT NULL, kind TEXT NOT NULL,
+                 connection TEXT NOT NULL, direction TEXT NOT NULL, message_id INTEGER, control_id TEXT,
+                 outcome TEXT NOT NULL, byte_count INTEGER, content_hash TEXT, patient TEXT, placer TEXT,
+                 filler TEXT, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+             CREATE INDEX audit_patient ON audit(patient);
+             CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+                 BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+             INSERT INTO messages(queue, connection, state, control_id, bytes, content_hash, created_at, updated_at)
+                 VALUES ('lis', 'emr', 'queued', 'OLD1', X'4D53487C', 'h', 0, 0);",
+        )
+        .unwrap();
+    }
+    let clock = ManualClock::new(10);
+    let sqlite = Arc::new(SqliteStore::open(&path, config(&clock)).unwrap());
+    let store: Arc<dyn Store> = sqlite.clone();
+    let q = store.pending("lis", 10).unwrap();
+    assert_eq!((q.len(), &q[0].item.bytes[..]), (1, &b"MSH|"[..]));
+    let sink = Arc::new(MockSink::new());
+    Forwarder::new(store.clone(), "lis", sink.clone()).drain().await.unwrap();
+    assert_eq!(&sink.delivered()[0].bytes[..], b"MSH|");
+    let acked = store.audit(&AuditQuery::new().kind(EventKind::Acknowledged)).unwrap();
+    assert_eq!(acked[0].byte_count, Some(4));
+    let partial: String = sqlite.with_connection(|c| {
+        c.query_row("SELECT sql FROM sqlite_master WHERE name = 'audit_patient'", [], |r| r.get(0)).unwrap()
+    });
+    assert!(partial.contains("WHERE patient IS NOT NULL"), "{partial}");
+    clock.advance(Duration::from_secs(10));
+    let pruned = store.prune(&transport::store::Retention::new().max_age(Duration::from_secs(1)).build()).unwrap();
+    assert_eq!((pruned.messages, pruned.events), (1, 2), "the old delete guard was replaced");
+    assert_eq!(store.verify_audit().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_broken_message_read_again_is_a_duplicate_not_a_second_quarantine_entry() {
+    let clock = ManualClock::new(0);
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(":memory:", config(&clock)).unwrap());
+    let file = format!("{}MSH|^~\\&|EHR|CLINIC|LIS|LAB|20240117||ORM^O01|B1|P|2.3\rOOPS\r", msg("G1", "1"));
+    // the same file twice: as after a crash between the commit and its archiving
+    let r1 = take(&store, DedupKey::default(), vec![Item::new("f", file.clone())]).await;
+    let r2 = take(&store, DedupKey::default(), vec![Item::new("f", file.clone())]).await;
+    assert_eq!(r1.stored.quarantined, r2.stored.quarantined, "the second points at the first entry");
+    assert_eq!(store.quarantined(true).unwrap().len(), 1);
+    let dups = store.audit(&AuditQuery::new().kind(EventKind::Duplicate).control_id("B1")).unwrap();
+    assert_eq!(dups.len(), 1);
+    assert_eq!(dups[0].detail, format!("duplicate of q={}", r1.stored.quarantined[0]));
+    // without de-duplication every copy is kept
+    take(&store, DedupKey::Off, vec![Item::new("f", file)]).await;
+    assert_eq!(store.quarantined(true).unwrap().len(), 2);
+    store.verify_audit().unwrap();
+}

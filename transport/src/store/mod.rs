@@ -16,6 +16,9 @@
 //! restart, with the same message id (the folder sink overwrites the same
 //! file name) and the same MSH-10 (the receiver's de-duplication drops it).
 
+mod chain;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
 use std::fmt;
@@ -25,9 +28,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::audit::{AuditEvent, AuditQuery, NewEvent};
+use crate::monitor::Snapshot;
 use crate::{Error, Item};
 
 /// A message's id in the store.
@@ -77,6 +83,11 @@ pub struct Rejected {
     pub control_id: Option<String>,
     /// The file it came from.
     pub name: Option<String>,
+    /// When set, the same bytes already quarantined from the same
+    /// connection within the de-duplication window are recorded as a
+    /// duplicate instead of quarantined again (a file read again after a
+    /// crash between the commit and its archiving, a sender's resend).
+    pub dedup: bool,
 }
 
 /// One unit of a [`Batch`].
@@ -115,7 +126,8 @@ pub struct IngestReport {
     pub queued: Vec<MessageId>,
     /// Duplicates, recorded and not queued.
     pub duplicates: Vec<Duplicate>,
-    /// Quarantine entries created.
+    /// Quarantine entries the rejects went to: new ones, or for bytes
+    /// already quarantined (see [`Rejected::dedup`]) the existing one.
     pub quarantined: Vec<i64>,
 }
 
@@ -264,14 +276,175 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// When the store fails.
     fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, Error>;
 
-    /// Checks the hash chain of the whole audit trail; returns the number of
-    /// events checked.
+    /// Checks the hash chain of the audit trail from its latest
+    /// [checkpoint](Store::prune) (or from the first event when nothing was
+    /// pruned); returns the number of events checked.
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Tampered`](crate::ErrorKind::Tampered) naming the first
     /// event that does not verify.
     fn verify_audit(&self) -> Result<u64, Error>;
+
+    /// Stores several inbound items, each as [`Store::ingest`] would, in
+    /// **one** durable transaction (group commit): either all are stored or
+    /// none. Acknowledge none of them upstream before this returns.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails; then nothing of any batch was stored.
+    fn ingest_many(&self, batches: &[Batch]) -> Result<Vec<IngestReport>, Error> {
+        batches.iter().map(|b| self.ingest(b)).collect()
+    }
+
+    /// Appends several audit events in one transaction; returns the
+    /// sequence number of the last.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails; then none was appended.
+    fn record_many(&self, events: &[NewEvent]) -> Result<u64, Error> {
+        let mut last = 0;
+        for e in events {
+            last = self.record(e)?;
+        }
+        Ok(last)
+    }
+
+    /// [`Store::mark_delivered`] for several messages in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails or an id is not queued; then none was marked.
+    fn mark_delivered_many(&self, done: &[(MessageId, String)]) -> Result<(), Error> {
+        done.iter().try_for_each(|(id, outcome)| self.mark_delivered(*id, outcome))
+    }
+
+    /// Counters per connection, queue depths and what happened within the
+    /// last `window`: the input of [`monitor`](crate::monitor).
+    ///
+    /// # Errors
+    ///
+    /// When the store fails.
+    fn snapshot(&self, window: Duration) -> Result<Snapshot, Error>;
+
+    /// Removes finished messages, expired de-duplication keys, released
+    /// quarantine entries and old audit events as `policy` says, in
+    /// transactions of at most [`Retention::chunk`] rows each. Queued
+    /// messages, waiting quarantine entries and the audit events of queued
+    /// messages are never removed. Before audit events go, a checkpoint
+    /// keeps the hash of the last removed one, so the rest still verifies.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails; chunks committed before stay removed.
+    fn prune(&self, policy: &Retention) -> Result<PruneReport, Error>;
+}
+
+/// How much the store keeps: by age, by count, or both (whichever removes
+/// more). Nothing is removed by default; see [`Store::prune`].
+///
+/// Why counts and not bytes: a row count bounds the file size once rows
+/// have a bounded size (messages do: the intake has a maximum), and it is
+/// what SQLite and PostgreSQL can both answer cheaply.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use transport::store::Retention;
+///
+/// let policy = Retention::new().max_age(Duration::from_secs(30 * 24 * 3600)).max_events(1_000_000).build();
+/// assert_eq!(policy.chunk_size(), 1000);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    max_age: Option<Duration>,
+    max_messages: Option<u64>,
+    max_events: Option<u64>,
+    chunk: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention { max_age: None, max_messages: None, max_events: None, chunk: 1000 }
+    }
+}
+
+impl Retention {
+    /// Keeps everything; chunks of 1000 rows.
+    pub fn new() -> Retention {
+        Retention::default()
+    }
+
+    /// Removes finished messages and audit events older than `age`.
+    pub fn max_age(&mut self, age: Duration) -> &mut Self {
+        self.max_age = Some(age);
+        self
+    }
+
+    /// Keeps at most `n` finished (delivered) messages, the newest.
+    pub fn max_messages(&mut self, n: u64) -> &mut Self {
+        self.max_messages = Some(n);
+        self
+    }
+
+    /// Keeps at most `n` audit events, the newest (more when queued
+    /// messages still need theirs).
+    pub fn max_events(&mut self, n: u64) -> &mut Self {
+        self.max_events = Some(n);
+        self
+    }
+
+    /// Rows removed per transaction (at least 1): bounds how long a prune
+    /// holds the write lock and how large the write-ahead log grows.
+    pub fn chunk(&mut self, rows: usize) -> &mut Self {
+        self.chunk = rows.max(1);
+        self
+    }
+
+    /// A copy of these settings.
+    pub fn build(&self) -> Retention {
+        self.clone()
+    }
+
+    /// The age limit.
+    pub fn age(&self) -> Option<Duration> {
+        self.max_age
+    }
+
+    /// The message count limit.
+    pub fn messages(&self) -> Option<u64> {
+        self.max_messages
+    }
+
+    /// The audit event count limit.
+    pub fn events(&self) -> Option<u64> {
+        self.max_events
+    }
+
+    /// Rows per transaction.
+    pub fn chunk_size(&self) -> usize {
+        self.chunk
+    }
+}
+
+/// What [`Store::prune`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Delivered (or quarantined and released) messages.
+    pub messages: u64,
+    /// Audit events.
+    pub events: u64,
+    /// Expired de-duplication keys.
+    pub dedup_keys: u64,
+    /// Released quarantine entries.
+    pub quarantine: u64,
+    /// Transactions used.
+    pub chunks: u64,
+    /// The audit checkpoint written last: (sequence number of the last
+    /// removed event, its hash).
+    pub checkpoint: Option<(u64, String)>,
 }
 
 /// Milliseconds since the Unix epoch, from a clock tests can set.
