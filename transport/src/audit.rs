@@ -29,6 +29,10 @@ pub enum EventKind {
     Received,
     /// They parsed as a message.
     Parsed,
+    /// Mapped to the lab contract by the connection's EMR profile.
+    Mapped,
+    /// Checked against the compendium (or another rule set).
+    Validated,
     /// Stored in a queue.
     Queued,
     /// Seen before within the de-duplication window; not queued again.
@@ -51,9 +55,11 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in life order.
-    pub const ALL: [EventKind; 11] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Received,
         EventKind::Parsed,
+        EventKind::Mapped,
+        EventKind::Validated,
         EventKind::Queued,
         EventKind::Duplicate,
         EventKind::Sent,
@@ -70,6 +76,8 @@ impl EventKind {
         match self {
             EventKind::Received => "received",
             EventKind::Parsed => "parsed",
+            EventKind::Mapped => "mapped",
+            EventKind::Validated => "validated",
             EventKind::Queued => "queued",
             EventKind::Duplicate => "duplicate",
             EventKind::Sent => "sent",

@@ -290,3 +290,19 @@ async fn a_broken_message_read_again_is_a_duplicate_not_a_second_quarantine_entr
     assert_eq!(store.quarantined(true).unwrap().len(), 2);
     store.verify_audit().unwrap();
 }
+
+#[test]
+fn mapping_and_validation_hops_are_recorded_and_queryable() {
+    use transport::audit::{Direction, NewEvent};
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(1_700_000_000_000);
+    let store = SqliteStore::open(dir.path().join("lb.db"), config(&clock)).unwrap();
+    for kind in [EventKind::Mapped, EventKind::Validated] {
+        store.record(&NewEvent::new(kind, "emr", Direction::In)).unwrap();
+    }
+    let trail = store.audit(&AuditQuery { connection: Some("emr".into()), ..AuditQuery::new() }).unwrap();
+    let kinds: Vec<EventKind> = trail.iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Mapped, EventKind::Validated]);
+    assert_eq!("validated".parse::<EventKind>().unwrap(), EventKind::Validated);
+    assert_eq!(store.verify_audit().unwrap(), 2);
+}
