@@ -172,7 +172,7 @@ pub struct AlertRules {
     stuck_after: Option<Duration>,
     error_rate: Option<f64>,
     min_attempts: u64,
-    window: Duration,
+    pub(crate) window: Duration,
     silent_after: Option<Duration>,
 }
 

@@ -174,6 +174,14 @@ async fn results_are_fetched_until_confirmed() {
         store.audit(&AuditQuery::new().control_id("R1")).unwrap().into_iter().map(|e| e.kind).collect();
     use EventKind::*;
     assert_eq!(trail, [Received, Parsed, Queued, Sent, Sent, Acknowledged]);
+
+    // the same endpoint serves the metrics a scraper reads
+    let m = http.get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(m.status(), 200);
+    assert!(m.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let body = m.text().await.unwrap();
+    assert!(body.contains("# TYPE "), "{body}");
+    assert!(body.contains("other"), "queue depth per queue: {body}");
     task.abort();
 }
 

@@ -69,6 +69,8 @@ struct Shared {
 ///   The result stays queued (and is fetched again) until confirmed.
 /// - `POST /results/{id}/ack`: confirms a fetched result; it leaves the
 ///   outbox (`204`; `404` when not queued).
+/// - `GET /metrics`: the store's metrics and the alerts that hold, in the
+///   Prometheus text format, for a scraper (`404` without a store).
 ///
 /// With tokens configured every route needs `Authorization: Bearer …`
 /// (`401` otherwise).
@@ -113,6 +115,7 @@ impl RestServer {
             .route("/messages", post(push))
             .route("/results", get(fetch))
             .route("/results/{id}/ack", post(confirm))
+            .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(opts.max_length))
             .with_state(shared);
         let (shutdown, mut stop) = watch::channel(false);
@@ -256,6 +259,26 @@ async fn fetch(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Respons
     }
     let id = q.id.to_string();
     (StatusCode::OK, [("content-type", "application/hl7-v2"), (MESSAGE_ID, id.as_str())], q.item.bytes).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let Some((store, _)) = &shared.results else {
+        return text(StatusCode::NOT_FOUND, "no store here\n");
+    };
+    let rules = crate::monitor::AlertRules::default();
+    match store.snapshot(rules.window).map(|snap| {
+        let alerts = rules.evaluate(&snap);
+        crate::monitor::render_prometheus(&snap, &alerts)
+    }) {
+        Ok(body) => (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], body).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: store failed");
+            text(StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n")
+        }
+    }
 }
 
 async fn confirm(State(shared): State<Arc<Shared>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
