@@ -11,7 +11,7 @@
 //! and repeats. Kill *delays* are deterministic for a seed; where in the
 //! code each kill lands depends on the machine, which is the point.
 //!
-//! `LB_CRASH_SEED` and `LB_CRASH_KILLS` (SIGKILLs to land, default 150)
+//! `LB_CRASH_SEED` and `LB_CRASH_KILLS` (SIGKILLs to land, default 300)
 //! override the defaults. What this
 //! proves and what it does not: SIGKILL loses everything the process had
 //! not handed to the kernel, so every window between "stored", "settled",
@@ -136,7 +136,7 @@ fn drop_file(inbox: &Path, name: &str, text: &str) {
 
 fn pipeline_survives_sigkill_at_random_points() {
     let seed = std::env::var("LB_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x1AB_B41D6E);
-    let kills: u32 = std::env::var("LB_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
+    let kills: u32 = std::env::var("LB_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(300);
     let mut rng = Rng(seed | 1);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
