@@ -78,6 +78,7 @@ pub mod mllp;
 pub mod mock;
 pub mod monitor;
 pub mod pipeline;
+mod replies;
 pub mod rest;
 pub mod sftp;
 pub mod store;

@@ -14,7 +14,7 @@
 
 mod codec;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -188,7 +188,7 @@ impl Default for ServerOptions {
     }
 }
 
-type Pending = (Inbound, oneshot::Sender<Settle>);
+use crate::replies::{Pending, Replies};
 
 /// An MLLP listener as a [`Source`]: every frame is handed out by
 /// [`recv`](Source::recv), and acknowledged only when it is
@@ -207,8 +207,7 @@ type Pending = (Inbound, oneshot::Sender<Settle>);
 #[derive(Debug)]
 pub struct MllpServer {
     local_addr: SocketAddr,
-    rx: mpsc::Receiver<Pending>,
-    pending: HashMap<u64, oneshot::Sender<Settle>>,
+    replies: Replies,
     accept: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
@@ -225,7 +224,7 @@ impl MllpServer {
         let (tx, rx) = mpsc::channel(16);
         let (shutdown, stop) = watch::channel(false);
         let accept = Some(tokio::spawn(accept_loop(listener, opts, tx, stop)));
-        Ok(MllpServer { local_addr, rx, pending: HashMap::new(), accept, shutdown })
+        Ok(MllpServer { local_addr, replies: Replies::new(rx), accept, shutdown })
     }
 
     /// The address actually bound.
@@ -244,37 +243,18 @@ impl Drop for MllpServer {
 
 impl Source for MllpServer {
     fn recv(&mut self) -> BoxFuture<'_, Result<Option<Inbound>, Error>> {
-        Box::pin(async move {
-            match self.rx.recv().await {
-                Some((inbound, reply)) => {
-                    self.pending.insert(inbound.receipt, reply);
-                    Ok(Some(inbound))
-                }
-                None => Ok(None),
-            }
-        })
+        Box::pin(async move { Ok(self.replies.recv().await) })
     }
 
     fn settle(&mut self, receipt: u64, outcome: Settle) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(async move {
-            let reply = self
-                .pending
-                .remove(&receipt)
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no pending item {receipt}")))?;
-            // The connection may be gone; the item is stored either way and
-            // the sender will send again and be told it is a duplicate.
-            let _ = reply.send(outcome);
-            Ok(())
-        })
+        Box::pin(async move { self.replies.settle(receipt, outcome) })
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let _ = self.shutdown.send(true);
             // Unsettled items are not stored: their senders get no ACK.
-            self.pending.clear();
-            self.rx.close();
-            while self.rx.try_recv().is_ok() {}
+            self.replies.close();
             if let Some(accept) = self.accept.take() {
                 let _ = accept.await;
             }

@@ -1,6 +1,5 @@
 //! The HTTP server source.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -46,7 +45,7 @@ impl Default for RestServerOptions {
     }
 }
 
-type Pending = (Inbound, oneshot::Sender<Settle>);
+use crate::replies::{Pending, Replies};
 
 struct Shared {
     connection: String,
@@ -88,8 +87,7 @@ struct Shared {
 #[derive(Debug)]
 pub struct RestServer {
     local_addr: SocketAddr,
-    rx: mpsc::Receiver<Pending>,
-    pending: HashMap<u64, oneshot::Sender<Settle>>,
+    replies: Replies,
     task: Option<JoinHandle<()>>,
     shutdown: watch::Sender<bool>,
 }
@@ -126,7 +124,7 @@ impl RestServer {
                 tracing::warn!(error = %e, "HTTP server stopped");
             }
         });
-        Ok(RestServer { local_addr, rx, pending: HashMap::new(), task: Some(task), shutdown })
+        Ok(RestServer { local_addr, replies: Replies::new(rx), task: Some(task), shutdown })
     }
 
     /// The address actually bound.
@@ -145,36 +143,18 @@ impl Drop for RestServer {
 
 impl Source for RestServer {
     fn recv(&mut self) -> BoxFuture<'_, Result<Option<Inbound>, Error>> {
-        Box::pin(async move {
-            match self.rx.recv().await {
-                Some((inbound, reply)) => {
-                    self.pending.insert(inbound.receipt, reply);
-                    Ok(Some(inbound))
-                }
-                None => Ok(None),
-            }
-        })
+        Box::pin(async move { Ok(self.replies.recv().await) })
     }
 
     fn settle(&mut self, receipt: u64, outcome: Settle) -> BoxFuture<'_, Result<(), Error>> {
-        Box::pin(async move {
-            let reply = self
-                .pending
-                .remove(&receipt)
-                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no pending item {receipt}")))?;
-            // The client may be gone; it sends again and is told "stored".
-            let _ = reply.send(outcome);
-            Ok(())
-        })
+        Box::pin(async move { self.replies.settle(receipt, outcome) })
     }
 
     fn close(&mut self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let _ = self.shutdown.send(true);
             // Unsettled pushes were not stored: their clients get 503.
-            self.pending.clear();
-            self.rx.close();
-            while self.rx.try_recv().is_ok() {}
+            self.replies.close();
             if let Some(task) = self.task.take() {
                 let _ = task.await;
             }
