@@ -97,7 +97,7 @@ pub(crate) fn map(args: MapArgs) -> Result<ExitCode, CliError> {
                 n += 1;
                 let mapped = profile.map_value(&msg);
                 if mapped.problems.is_empty() {
-                    mapped.value
+                    serde_json::to_value(&mapped.value).unwrap_or_default()
                 } else {
                     failed = true;
                     json!({

@@ -312,8 +312,8 @@ pub fn check_index(msg: &Message<'_>) {
 /// segment name in two sub-groups — OBX under an SPM after the observations
 /// — can be regrouped, which `profile check` reports as not round-tripping.)
 pub fn map(data: &[u8]) {
-    use hl7_core::contract::{LabOrder, LabResult};
-    use hl7_core::profile::{Kind, Profile};
+    use hl7_core::contract::{Contract, LabOrder, LabResult};
+    use hl7_core::profile::Profile;
     static PROFILES: std::sync::OnceLock<Vec<Profile>> = std::sync::OnceLock::new();
     let profiles = PROFILES
         .get_or_init(|| hl7_core::profile::builtin_names().map(|n| Profile::load(n).expect("base profile")).collect());
@@ -323,14 +323,18 @@ pub fn map(data: &[u8]) {
         if !mapped.problems.is_empty() {
             continue;
         }
-        let written = match p.kind() {
-            Kind::Order => {
-                let o: LabOrder = serde_json::from_value(mapped.value).expect("a mapped order deserializes");
-                p.order_to_hl7(&o)
+        // What the CLI prints is what a reader of that JSON gets back.
+        let json = serde_json::to_string(&mapped.value).expect("a contract serializes");
+        let written = match &mapped.value {
+            Contract::Order(o) => {
+                let back: LabOrder = serde_json::from_str(&json).expect("a mapped order deserializes");
+                assert_eq!(&back, o, "an order survives JSON");
+                p.order_to_hl7(o)
             }
-            Kind::Result => {
-                let r: LabResult = serde_json::from_value(mapped.value).expect("a mapped result deserializes");
-                p.result_to_hl7(&r)
+            Contract::Result(r) => {
+                let back: LabResult = serde_json::from_str(&json).expect("a mapped result deserializes");
+                assert_eq!(&back, r, "a result survives JSON");
+                p.result_to_hl7(r)
             }
         };
         if let Ok(text) = written {

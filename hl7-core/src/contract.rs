@@ -625,3 +625,55 @@ pub struct LabResult {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unmapped: Vec<RawSegment>,
 }
+
+/// A mapped message: an order or a result, by the profile's kind. It
+/// serializes as the bare [`LabOrder`] or [`LabResult`].
+///
+/// # Examples
+///
+/// ```
+/// use hl7_core::contract::{Contract, LabOrder};
+///
+/// let c = Contract::Order(LabOrder { placer_order_number: Some("P1".into()), ..LabOrder::default() });
+/// assert_eq!(c.as_order().and_then(|o| o.placer_order_number.as_deref()), Some("P1"));
+/// assert!(c.as_result().is_none());
+/// assert_eq!(serde_json::to_string(&c)?, r#"{"placer_order_number":"P1"}"#);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+// Both variants are large and a value is built once per message and moved
+// rarely; boxing would add an allocation per message for nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Contract {
+    /// An order.
+    Order(LabOrder),
+    /// A result.
+    Result(LabResult),
+}
+
+impl Contract {
+    /// The order, if this is one.
+    pub fn as_order(&self) -> Option<&LabOrder> {
+        match self {
+            Contract::Order(o) => Some(o),
+            Contract::Result(_) => None,
+        }
+    }
+
+    /// The result, if this is one.
+    pub fn as_result(&self) -> Option<&LabResult> {
+        match self {
+            Contract::Result(r) => Some(r),
+            Contract::Order(_) => None,
+        }
+    }
+
+    /// The message control ID (MSH-10) the value carries.
+    pub fn message_control_id(&self) -> Option<&str> {
+        match self {
+            Contract::Order(o) => o.message_control_id.as_deref(),
+            Contract::Result(r) => r.message_control_id.as_deref(),
+        }
+    }
+}

@@ -61,7 +61,7 @@ fn every_dialect_maps_its_samples_where_the_dialect_puts_the_data() {
                 let m = m.unwrap();
                 let mapped = p.map_message(&m);
                 assert!(mapped.problems.is_empty(), "{name}: {:?}", mapped.problems);
-                mapped.value
+                serde_json::to_value(&mapped.value).unwrap()
             })
             .collect();
         for (prof, pointer, want) in EXPECT.iter().filter(|e| e.0 == name) {
