@@ -1,7 +1,8 @@
 //! Mapping throughput (messages/s): each message of the bench corpus parsed,
 //! then mapped to the lab contract by its base profile (ORU^R01 through
-//! `lri-oru-r01`, ORM^O01 through `v23-orm-o01`), beside parsing alone, so
-//! the cost mapping adds over the parse is read off one report. Also the way
+//! `lri-oru-r01`, ORM^O01 through `v23-orm-o01`), beside parsing alone and
+//! beside a parse and a walk over every leaf, so the cost mapping adds over
+//! the parse (`map only`) is read off one report against both. Also the way
 //! back: contract to HL7 in the profile's dialect.
 
 use std::hint::black_box;
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hl7_core::profile::Profile;
 use hl7_core::Message;
-use labbridge_benches::{corpus_label, corpus_path, messages, read_corpus};
+use labbridge_benches::{corpus_label, corpus_path, messages, read_corpus, walk, Tally};
 
 fn map(c: &mut Criterion) {
     let path = corpus_path();
@@ -26,6 +27,19 @@ fn map(c: &mut Criterion) {
             for m in &msgs {
                 let _ = black_box(Message::parse(black_box(m)));
             }
+        })
+    });
+    // What reading every leaf once costs: mapping reads a third of them and
+    // must look at every field to know that nothing is left unread.
+    g.bench_function(format!("parse+walk/{}", corpus_label(&path)), |b| {
+        b.iter(|| {
+            let mut t = Tally::default();
+            for m in &msgs {
+                if let Ok(msg) = Message::parse(black_box(m)) {
+                    walk(&msg, &mut t);
+                }
+            }
+            black_box(t)
         })
     });
     // Mapping alone, on messages parsed beforehand: the cost mapping adds

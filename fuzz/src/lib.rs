@@ -304,13 +304,13 @@ pub fn check_index(msg: &Message<'_>) {
 }
 
 /// `map`: each base profile maps the message to the contract and back.
-/// Mapping never panics; a contract that maps without problems deserializes
-/// into its type; what a profile writes back is HL7 that parses and maps
-/// again. (That the second mapping equals the first is checked by the
-/// property tests and `profile check`, not here: kept segments are put back
-/// by name and occurrence within their group, so an input that nests one
-/// segment name in two sub-groups — OBX under an SPM after the observations
-/// — can be regrouped, which `profile check` reports as not round-tripping.)
+/// Mapping never panics; a mapped contract survives its own JSON (what
+/// `labbridge map` prints reads back as the same value); what a profile
+/// writes back is HL7 that parses and maps again. (That the second mapping
+/// equals the first is checked by the property tests, the sub-group tests
+/// and `profile check`. On malformed input the writer normalizes what the
+/// dialect fixes — set IDs are renumbered, an order group without an ORC
+/// gets one — so such a sample is reported as not round-tripping.)
 pub fn map(data: &[u8]) {
     use hl7_core::contract::{Contract, LabOrder, LabResult};
     use hl7_core::profile::Profile;

@@ -292,13 +292,33 @@ pub struct OrderedTest {
 
 /// A segment kept as it was, for data no rule maps: its ER7 text (with the
 /// delimiters of [`LabOrder::delimiters`]) and where it came from.
+///
+/// Inside an order group, a segment that belonged to a sub-group says which
+/// (`within`), so the way out puts it back in that sub-group and nowhere
+/// else: `"observations[2]"` (the third observation of a report),
+/// `"aoe[0]"` (after the first ask-at-order-entry answer of a test; an
+/// observation that is not an AOE answer follows the answer before it),
+/// `"aoe"` (before the first answer) or `"SPM(1)"` (under the first
+/// specimen). `path` counts occurrences within that sub-group.
+///
+/// ```
+/// use hl7_core::contract::RawSegment;
+///
+/// let raw: RawSegment = serde_json::from_str(r#"{"path":"OBX","text":"OBX|1|ST|X","within":"SPM(1)"}"#)?;
+/// assert_eq!(raw.within.as_deref(), Some("SPM(1)"));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RawSegment {
-    /// The segment's path in the source message, e.g. `ZCL(1)`.
+    /// The segment's path in its scope, e.g. `ZCL`, `OBX(2)`.
     pub path: String,
     /// The segment text, without terminator.
     pub text: String,
+    /// The sub-group of the order group it was in; `None` at the group's
+    /// (or the message's) own level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub within: Option<String>,
 }
 
 /// An inbound order, in the lab's terms.

@@ -85,26 +85,24 @@ impl Profile {
             let m = self.map_value(&msg);
             m.problems.is_empty().then_some(m.value)
         });
-        match (again, value) {
-            (Some(Contract::Order(mut o)), Contract::Order(v)) => {
-                if v.message_control_id.is_none() {
-                    o.message_control_id = None;
-                }
-                if v.sent_at.is_none() {
-                    o.sent_at = None;
-                }
-                o == *v
+        let Some(mut again) = again else { return false };
+        // (control ID, send time) of a contract value
+        fn generated(c: &mut Contract) -> (&mut Option<String>, &mut Option<crate::datetime::Timestamp>) {
+            match c {
+                Contract::Order(o) => (&mut o.message_control_id, &mut o.sent_at),
+                Contract::Result(r) => (&mut r.message_control_id, &mut r.sent_at),
             }
-            (Some(Contract::Result(mut r)), Contract::Result(v)) => {
-                if v.message_control_id.is_none() {
-                    r.message_control_id = None;
-                }
-                if v.sent_at.is_none() {
-                    r.sent_at = None;
-                }
-                r == *v
-            }
-            _ => false,
         }
+        let mut original = value.clone();
+        let (id, sent) = generated(&mut original);
+        let (had_id, had_sent) = (id.is_some(), sent.is_some());
+        let (id, sent) = generated(&mut again);
+        if !had_id {
+            *id = None;
+        }
+        if !had_sent {
+            *sent = None;
+        }
+        again == original
     }
 }

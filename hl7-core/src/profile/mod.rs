@@ -46,10 +46,25 @@
 //! segment order written per scope.
 //!
 //! Nothing is dropped: after mapping, every segment holding data that no rule
-//! read is kept on the contract value as a [`RawSegment`](crate::contract::RawSegment) (message level, or
-//! on the test/report of its order group), and the way out starts from those
-//! segments, so an HL7 → contract → HL7 → contract round trip is the
-//! identity. [`Profile::check`] lists what no rule reads.
+//! read is kept on the contract value as a
+//! [`RawSegment`](crate::contract::RawSegment) (message level, or on the
+//! test/report of its order group, with the sub-group it was in: an
+//! observation, an AOE answer, a specimen), and the way out starts from those
+//! segments, each in its own sub-group, so an HL7 → contract → HL7 →
+//! contract round trip is the identity. [`Profile::check`] lists what no
+//! rule reads.
+//!
+//! # Design
+//!
+//! A profile is compiled once, when it is loaded: every contract field name
+//! resolves to a typed setter on the contract struct (so a misspelt field is
+//! a load error, not a silent no-op) and every path is parsed. Mapping a
+//! message then writes straight into a [`LabOrder`] or [`LabResult`], indexes
+//! the fields of a segment once on first use, and records what each rule read
+//! per segment, which is how unread data is found without a second profile
+//! pass. The contract owns its strings (it outlives the message, crosses
+//! threads and goes into stores); that allocation is most of what mapping
+//! costs beyond the parse.
 //!
 //! # Examples
 //!

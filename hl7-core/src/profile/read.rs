@@ -106,10 +106,9 @@ impl Marks {
     }
 
     fn insert(&mut self, seg: usize, key: Key) {
+        // Duplicates (a place read by two rules) are harmless to the
+        // queries, and cheaper than a walk per insert.
         let Some(&head) = self.head.get(seg) else { return };
-        if self.of(seg).any(|k| k == key) {
-            return;
-        }
         if let Some(b) = bit(key[0]) {
             self.any[seg] |= b;
             if key[1..] == [0, 0, 0] {
@@ -151,7 +150,7 @@ struct FieldCache<'m> {
 
 impl<'m> FieldCache<'m> {
     fn new(segments: usize) -> FieldCache<'m> {
-        FieldCache { range: vec![(u32::MAX, 0); segments], fields: Vec::with_capacity(segments * 16) }
+        FieldCache { range: vec![(u32::MAX, 0); segments], fields: Vec::with_capacity(segments * 32) }
     }
 
     fn field(&mut self, seg: &Segment<'m>, n: usize) -> Option<Field<'m>> {
@@ -201,6 +200,32 @@ impl At {
     }
 }
 
+/// The sub-group of an order group a segment belongs to, so a kept segment
+/// goes back where it was (see [`RawSegment::within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Within {
+    /// The group's own level (ORC, OBR, its notes, SPM …), or the message's.
+    Group,
+    /// Observation k (0-based) of a report.
+    Observation(usize),
+    /// After ask-at-order-entry answer j (0-based); `None`: before the first.
+    Aoe(Option<usize>),
+    /// Under specimen j (1-based, as the SPM's occurrence in the group).
+    Specimen(usize),
+}
+
+impl Within {
+    fn label(self) -> Option<String> {
+        match self {
+            Within::Group => None,
+            Within::Observation(k) => Some(format!("observations[{k}]")),
+            Within::Aoe(None) => Some("aoe".into()),
+            Within::Aoe(Some(j)) => Some(format!("aoe[{j}]")),
+            Within::Specimen(j) => Some(format!("SPM({j})")),
+        }
+    }
+}
+
 /// Segments a scope reads from, with a parent to fall back on.
 struct Ctx<'c, 'm> {
     /// Where single values are looked up.
@@ -228,23 +253,41 @@ impl<'m> Ctx<'_, 'm> {
     }
 }
 
-/// Where a value was read; the path is rendered only if a problem needs it.
+/// Where a value was read; the path and offset are worked out only if a
+/// problem needs them.
 struct Located<'m> {
     seg: Option<Segment<'m>>,
-    path: Option<Path>,
-    offset: Option<u64>,
+    /// The rule's path, and the component/subcomponent it was extended to
+    /// (a path that stops at a composite reads its first leaf).
+    path: Option<(Path, Option<u32>, Option<u32>)>,
+    el: Option<Element<'m>>,
 }
 
 impl Located<'_> {
     fn nowhere() -> Self {
-        Located { seg: None, path: None, offset: None }
+        Located { seg: None, path: None, el: None }
+    }
+
+    fn missing(path: &Path) -> Self {
+        Located { seg: None, path: Some((path.clone(), path.component(), path.subcomponent())), el: None }
+    }
+
+    fn offset(&self) -> Option<u64> {
+        self.el.map(|e| e.offset()).or(self.seg.map(|s| s.offset()))
     }
 
     fn path_string(&self) -> Option<String> {
-        let p = self.path.as_ref()?;
+        let (p, c, s) = self.path.as_ref()?;
+        let mut leaf = p.clone();
+        if let (None, Some(c)) = (p.component(), c) {
+            leaf = leaf.with_component(*c).unwrap_or_else(|_| p.clone());
+        }
+        if let (None, Some(s)) = (p.subcomponent(), s) {
+            leaf = leaf.clone().with_subcomponent(*s).unwrap_or(leaf);
+        }
         Some(match &self.seg {
-            Some(seg) => seg_path_of(seg, p),
-            None => p.to_string(),
+            Some(seg) => seg_path_of(seg, &leaf),
+            None => leaf.to_string(),
         })
     }
 }
@@ -308,36 +351,42 @@ impl<'p, 'm> Reader<'p, 'm> {
     /// stays unread (kept raw).
     fn locate(&mut self, ctx: &Ctx<'_, 'm>, path: &Path) -> (Option<Cow<'m, str>>, Located<'m>) {
         let Some(seg) = ctx.find(path) else {
-            return (None, Located { seg: None, path: Some(path.clone()), offset: None });
+            return (None, Located::missing(path));
         };
-        let mut leaf = path.clone();
-        let mut el = self.element(&seg, &leaf);
-        let structural = seg.name() == "MSH" && path.field().is_some_and(|f| f <= 2);
-        if el.is_some_and(|e| e.has_children()) && !structural {
-            if leaf.component().is_none() {
-                if let Ok(p) = leaf.clone().with_component(1) {
-                    leaf = p;
-                    el = self.element(&seg, &leaf);
-                }
+        let fno = path.field().unwrap_or(0);
+        let field = self.cache.field(&seg, fno as usize);
+        let structural = fno <= 2 && seg.name() == "MSH";
+        let (mut comp_no, mut sub_no) = (path.component(), path.subcomponent());
+        let mut el = None;
+        if let Some(rep) = field.and_then(|f| f.repetition(path.repetition() as usize)) {
+            if comp_no.is_none() && !structural && rep.has_children() {
+                comp_no = Some(1);
             }
-            if leaf.subcomponent().is_none() && el.is_some_and(|e| e.has_children()) {
-                if let Ok(p) = leaf.clone().with_subcomponent(1) {
-                    leaf = p;
-                    el = self.element(&seg, &leaf);
+            match comp_no {
+                None => el = Some(Element::from_repetition(rep)),
+                Some(c) => {
+                    if let Some(comp) = rep.component(c as usize) {
+                        if sub_no.is_none() && !structural && comp.has_children() {
+                            sub_no = Some(1);
+                        }
+                        el = match sub_no {
+                            None => Some(Element::from_component(comp)),
+                            Some(s) => comp.subcomponent(s as usize).map(Element::from_subcomponent),
+                        };
+                    }
                 }
             }
         }
-        let mut key = key_of(&leaf);
-        if leaf.component().is_none() && leaf.repetition() == 1 {
+        let mut key = [fno, path.repetition(), comp_no.unwrap_or(0), sub_no.unwrap_or(0)];
+        if path.field().is_none() {
+            key[1] = 0;
+        } else if comp_no.is_none() && path.repetition() == 1 && field.is_some_and(|f| !f.has_children()) {
             // a whole-field read reads every repetition only if it has one
-            let fno = leaf.field().unwrap_or(0) as usize;
-            if self.cache.field(&seg, fno).is_some_and(|f| !f.has_children()) {
-                key[1] = 0;
-            }
+            key[1] = 0;
         }
         self.marks.insert(seg.index(), key);
-        let offset = el.map(|e| e.offset()).or(Some(seg.offset()));
-        (el.and_then(|e| e.value()), Located { seg: Some(seg), path: Some(leaf), offset })
+        let at = Located { seg: Some(seg), path: Some((path.clone(), comp_no, sub_no)), el };
+        (el.and_then(|e| e.value()), at)
     }
 
     /// MSH-9, MSH-11 and MSH-12 are what the profile writes; reading them is
@@ -388,7 +437,7 @@ impl<'p, 'm> Reader<'p, 'm> {
     }
 
     fn problem(&mut self, kind: ProblemKind, field: String, at: &Located<'_>, message: String) {
-        self.problems.push(Problem { kind, field, path: at.path_string(), offset: at.offset, message });
+        self.problems.push(Problem { kind, field, path: at.path_string(), offset: at.offset(), message });
     }
 
     /// The text of a rule, after split, transforms, map and default; and the
@@ -581,7 +630,7 @@ impl<'p, 'm> Reader<'p, 'm> {
             };
             if !set && rule.required {
                 let at = match &rule.source {
-                    Source::Path(p) => Located { seg: None, path: Some(p.clone()), offset: None },
+                    Source::Path(p) => Located::missing(p),
                     _ => Located::nowhere(),
                 };
                 let field = ctx.at.field(self.profile.kind, &rule.field);
@@ -662,31 +711,44 @@ impl<'p, 'm> Reader<'p, 'm> {
     }
 
     /// The segments of a scope with data no rule read, as raw segments with
-    /// scope-relative paths, in the order the writer puts them back.
-    fn kept(&self, segs: &[Segment<'m>], layout: &[String], unread: &mut Vec<String>) -> Vec<RawSegment> {
-        let mut raws: Vec<(usize, &'m str, u32, RawSegment)> = Vec::new();
-        let mut counts: Vec<(&'m str, u32)> = Vec::new();
+    /// scope-relative paths: the scope's own in the order the writer puts
+    /// them back, then those of sub-groups (`within`), in message order.
+    fn kept(
+        &self,
+        segs: &[Segment<'m>],
+        within: &[Within],
+        layout: &[String],
+        unread: &mut Vec<String>,
+    ) -> Vec<RawSegment> {
+        // (in a sub-group, layout position or message index, name, occurrence)
+        type SortKey<'n> = (bool, usize, &'n str, u32);
+        let mut raws: Vec<(SortKey<'m>, RawSegment)> = Vec::new();
+        let mut counts: Vec<(Within, &'m str, u32)> = Vec::new();
         for seg in segs {
             let name = seg.name();
-            let occ = match counts.iter_mut().find(|(n, _)| *n == name) {
+            let w = within.get(seg.index()).copied().unwrap_or(Within::Group);
+            let occ = match counts.iter_mut().find(|(x, n, _)| *x == w && *n == name) {
                 Some(c) => {
-                    c.1 += 1;
-                    c.1
+                    c.2 += 1;
+                    c.2
                 }
                 None => {
-                    counts.push((name, 1));
+                    counts.push((w, name, 1));
                     1
                 }
             };
             let found = self.has_unread(seg, self.want_unread.then_some(&mut *unread));
             if found {
                 let path = if occ == 1 { name.to_owned() } else { format!("{name}({occ})") };
-                let pos = layout.iter().position(|n| n == name).unwrap_or(usize::MAX);
-                raws.push((pos, name, occ, RawSegment { path, text: seg.raw().to_owned() }));
+                let key = match w {
+                    Within::Group => (false, layout.iter().position(|n| n == name).unwrap_or(usize::MAX), name, occ),
+                    _ => (true, seg.index(), "", 0),
+                };
+                raws.push((key, RawSegment { path, text: seg.raw().to_owned(), within: w.label() }));
             }
         }
-        raws.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        raws.into_iter().map(|r| r.3).collect()
+        raws.sort_by(|a, b| a.0.cmp(&b.0));
+        raws.into_iter().map(|r| r.1).collect()
     }
 }
 
@@ -891,6 +953,15 @@ impl Profile {
         let message_layout = self.flat_layout(&self.layout_message);
         let mut unread_groups = Vec::new();
         let mut unread_message = Vec::new();
+        // Specimens' own segments are under their SPM, whatever the kind.
+        let mut within = vec![Within::Group; n];
+        for o in &orders {
+            for (j, s) in o.specimens.iter().enumerate() {
+                for seg in s.observations.iter().chain(&s.containers).chain(&s.other) {
+                    within[seg.index()] = Within::Specimen(j + 1);
+                }
+            }
+        }
         let value = match self.kind {
             Kind::Order => {
                 let mut o = LabOrder::default();
@@ -916,17 +987,40 @@ impl Profile {
                 for (gi, (order, (own, _))) in orders.iter().zip(&groups).enumerate() {
                     let ctx = Ctx { segs: own, own, parent: Some(&message_ctx), at: At::Group(gi) };
                     let mut test = OrderedTest::default();
-                    let consumed = match &self.aoe {
+                    let answers = match &self.aoe {
                         Some(aoe) => self.read_aoe(&mut r, aoe, order, gi, &mut test),
                         None => Vec::new(),
                     };
+                    let consumed: Vec<usize> = answers.iter().map(|a| a.0).collect();
+                    // An observation that is no AOE answer follows the answer before it.
+                    let last = test.aoe.len().checked_sub(1);
+                    let from_nte = self.aoe.as_ref().is_some_and(|a| a.from_nte);
+                    let mut before: Option<usize> = None;
+                    for o in &order.observations {
+                        let w = match answers.iter().find(|a| a.0 == o.obx.index()) {
+                            Some(&(_, j)) => {
+                                before = Some(j);
+                                Within::Aoe(Some(j))
+                            }
+                            None if from_nte => Within::Aoe(last),
+                            None => Within::Aoe(before),
+                        };
+                        for seg in std::iter::once(&o.obx).chain(&o.notes).chain(&o.other) {
+                            within[seg.index()] = w;
+                        }
+                    }
+                    if from_nte {
+                        for &(idx, j) in &answers {
+                            within[idx] = Within::Aoe(Some(j));
+                        }
+                    }
                     r.apply(&ctx, &self.test, &mut test, &consumed);
                     o.tests.push(test);
                 }
                 for (test, (_, every)) in o.tests.iter_mut().zip(&groups) {
-                    test.unmapped = r.kept(every, &group_layout, &mut unread_groups);
+                    test.unmapped = r.kept(every, &within, &group_layout, &mut unread_groups);
                 }
-                o.unmapped = r.kept(&outside, &message_layout, &mut unread_message);
+                o.unmapped = r.kept(&outside, &within, &message_layout, &mut unread_message);
                 if !o.unmapped.is_empty() || o.tests.iter().any(|t| !t.unmapped.is_empty()) {
                     o.delimiters = Some(msg.delimiters().to_string());
                 }
@@ -942,6 +1036,9 @@ impl Profile {
                     let mut report = Report::default();
                     let mut segs = Vec::new();
                     for (oi, o) in order.observations.iter().enumerate() {
+                        for seg in std::iter::once(&o.obx).chain(&o.notes).chain(&o.other) {
+                            within[seg.index()] = Within::Observation(oi);
+                        }
                         segs.clear();
                         segs.push(o.obx);
                         segs.extend(o.notes.iter().copied());
@@ -955,9 +1052,9 @@ impl Profile {
                     res.reports.push(report);
                 }
                 for (report, (_, every)) in res.reports.iter_mut().zip(&groups) {
-                    report.unmapped = r.kept(every, &group_layout, &mut unread_groups);
+                    report.unmapped = r.kept(every, &within, &group_layout, &mut unread_groups);
                 }
-                res.unmapped = r.kept(&outside, &message_layout, &mut unread_message);
+                res.unmapped = r.kept(&outside, &within, &message_layout, &mut unread_message);
                 if !res.unmapped.is_empty() || res.reports.iter().any(|t| !t.unmapped.is_empty()) {
                     res.delimiters = Some(msg.delimiters().to_string());
                 }
@@ -970,7 +1067,8 @@ impl Profile {
     }
 
     /// The ask-at-order-entry answers of one order group; returns the
-    /// segments they consumed (not the test's notes).
+    /// segments they consumed (not the test's notes), each with the index of
+    /// its answer.
     fn read_aoe<'m>(
         &self,
         r: &mut Reader<'_, 'm>,
@@ -978,7 +1076,7 @@ impl Profile {
         order: &Order<'m>,
         gi: usize,
         test: &mut OrderedTest,
-    ) -> Vec<usize> {
+    ) -> Vec<(usize, usize)> {
         let mut consumed = Vec::new();
         let candidates: Vec<Vec<Segment<'m>>> = if aoe.from_nte {
             order.notes.iter().map(|n| vec![*n]).collect()
@@ -991,7 +1089,7 @@ impl Profile {
             if !aoe_matches(self, aoe, r, &cctx) {
                 continue;
             }
-            consumed.extend(cand.iter().map(|s| s.index()));
+            consumed.extend(cand.iter().map(|s| (s.index(), k)));
             let mut item = AoeAnswer::default();
             if let Some(cond) = &aoe.when {
                 let (Cond::In(p, _) | Cond::InMap(p, _) | Cond::Prefix(p, _)) = cond;
@@ -1090,16 +1188,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn marks_are_per_segment_and_deduplicated() {
+    fn marks_are_per_segment() {
         let mut m = Marks::new(3);
-        m.insert(1, [5, 1, 1, 0]);
         m.insert(1, [5, 1, 1, 0]);
         m.insert(2, [3, 0, 0, 0]);
         m.insert(1, [7, 0, 0, 0]);
+        m.insert(1, [70, 2, 0, 0]); // past the bitmasks: found by the walk
         m.insert(9, [1, 0, 0, 0]); // past the end: ignored, not a panic
-        assert_eq!(m.of(1).collect::<Vec<_>>(), [[7, 0, 0, 0], [5, 1, 1, 0]]);
-        assert!(m.contains(2, [3, 0, 0, 0]));
-        assert!(!m.contains(0, [3, 0, 0, 0]));
+        assert_eq!(m.of(1).collect::<Vec<_>>(), [[70, 2, 0, 0], [7, 0, 0, 0], [5, 1, 1, 0]]);
+        assert!(m.contains(2, [3, 0, 0, 0]) && m.contains(1, [7, 0, 0, 0]) && m.contains(1, [70, 2, 0, 0]));
+        assert!(!m.contains(0, [3, 0, 0, 0]) && !m.contains(1, [5, 0, 0, 0]));
+        assert!(m.field_read(1, 5) && m.field_read(1, 70) && !m.field_read(1, 6) && !m.field_read(9, 1));
     }
 
     #[test]

@@ -296,9 +296,20 @@ impl Bag {
     }
 }
 
+/// A kept segment: a base for the segment written in its place, or written
+/// back as it is.
+struct RawItem {
+    name: String,
+    occurrence: u32,
+    tree: Tree,
+    used: bool,
+    /// The sub-group it belongs to ([`RawSegment::within`](crate::contract::RawSegment::within)).
+    within: Option<String>,
+}
+
 /// Raw segments waiting to serve as bases, by (name, occurrence in scope).
 struct Raws {
-    items: Vec<(String, u32, Tree, bool)>,
+    items: Vec<RawItem>,
     counts: HashMap<String, u32>,
 }
 
@@ -316,7 +327,30 @@ impl Raws {
             let full = if text.starts_with("MSH") { text.to_owned() } else { format!("{msh}{text}") };
             let Ok(m) = Message::parse(full.as_bytes()) else { continue };
             let Some(seg) = m.segments().next_back() else { continue };
-            items.push((p.segment().to_owned(), p.occurrence(), Tree::from_segment(&seg, *delims), false));
+            items.push(RawItem {
+                name: p.segment().to_owned(),
+                occurrence: p.occurrence(),
+                tree: Tree::from_segment(&seg, *delims),
+                used: false,
+                within: item.get("within").and_then(Json::as_str).map(str::to_owned),
+            });
+        }
+        Raws { items, counts: HashMap::new() }
+    }
+
+    /// The kept segments of one sub-group, taken out of this scope: inside
+    /// it they are bases and leftovers at its own level.
+    fn sub(&mut self, label: &str) -> Raws {
+        let mut items = Vec::new();
+        for i in self.items.iter_mut().filter(|i| !i.used && i.within.as_deref() == Some(label)) {
+            i.used = true;
+            items.push(RawItem {
+                name: i.name.clone(),
+                occurrence: i.occurrence,
+                tree: i.tree.clone(),
+                used: false,
+                within: None,
+            });
         }
         Raws { items, counts: HashMap::new() }
     }
@@ -326,32 +360,58 @@ impl Raws {
         let c = self.counts.entry(name.to_owned()).or_insert(0);
         *c += 1;
         let n = *c;
-        self.items.iter_mut().find(|(nm, occ, _, used)| nm == name && *occ == n && !*used).map(|item| {
-            item.3 = true;
-            item.2.clone()
-        })
+        self.items.iter_mut().find(|i| i.name == name && i.occurrence == n && !i.used && i.within.is_none()).map(
+            |item| {
+                item.used = true;
+                item.tree.clone()
+            },
+        )
+    }
+
+    /// What was kept under the `n`-th SPM of the scope.
+    fn specimen_children(&mut self, n: u32, d: &Delimiters) -> Vec<String> {
+        self.sub(&format!("SPM({n})")).leftovers(d)
     }
 
     fn leftovers_named(&mut self, name: &str, d: &Delimiters) -> Vec<String> {
-        self.items
-            .iter_mut()
-            .filter(|i| !i.3 && i.0 == name)
-            .map(|i| {
-                i.3 = true;
-                i.2.encode(&i.0, d)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for k in 0..self.items.len() {
+            let i = &mut self.items[k];
+            if i.used || i.within.is_some() || i.name != name {
+                continue;
+            }
+            i.used = true;
+            out.push(i.tree.encode(&i.name, d));
+            if name == "SPM" {
+                let occ = i.occurrence;
+                out.extend(self.specimen_children(occ, d));
+            }
+        }
+        out
     }
 
+    /// Everything not yet written: the scope's own segments, then (so that
+    /// nothing is ever dropped) those of sub-groups that were not written
+    /// in their place.
     fn leftovers(&mut self, d: &Delimiters) -> Vec<String> {
-        self.items
-            .iter_mut()
-            .filter(|i| !i.3)
-            .map(|i| {
-                i.3 = true;
-                i.2.encode(&i.0, d)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for k in 0..self.items.len() {
+            let i = &mut self.items[k];
+            if i.used || i.within.is_some() {
+                continue;
+            }
+            i.used = true;
+            out.push(i.tree.encode(&i.name, d));
+            if i.name == "SPM" {
+                let occ = i.occurrence;
+                out.extend(self.specimen_children(occ, d));
+            }
+        }
+        for i in self.items.iter_mut().filter(|i| !i.used) {
+            i.used = true;
+            out.push(i.tree.encode(&i.name, d));
+        }
+        out
     }
 }
 
@@ -408,8 +468,11 @@ impl<'p> Writer<'p> {
                         }
                         None => bag.get(path.segment(), path.occurrence()).set(path, &text),
                     }
+                    // Copies (OBR-16 beside ORC-12) fill a fresh segment; a kept
+                    // segment already says what the source had there, which may
+                    // differ from the value and must not be lost.
                     for p in &rule.also {
-                        bag.get(p.segment(), p.occurrence()).set(p, &text);
+                        bag.get(p.segment(), p.occurrence()).set_weak(p, &text);
                     }
                 }
             }
@@ -534,6 +597,10 @@ impl<'p> Writer<'p> {
     fn emit_one(&mut self, out: &mut Vec<String>, seg: SegBuf, raws: &mut Raws) {
         let base = raws.base_for(&seg.name);
         out.push(seg.build(base, &self.delims));
+        if seg.name == "SPM" {
+            let n = raws.counts.get("SPM").copied().unwrap_or(0);
+            out.extend(raws.specimen_children(n, &self.delims));
+        }
     }
 }
 
@@ -694,6 +761,8 @@ impl Profile {
             let mut subs = |name: &str, out: &mut Vec<String>, raws: &mut Raws, w: &mut Writer<'_>| match name {
                 "diagnosis" if first => write_diagnoses(w, out, raws),
                 "aoe" => {
+                    // observations kept before the first answer (or of a dialect without AOE)
+                    out.extend(raws.sub("aoe").leftovers(&w.delims));
                     let Some(aoe) = &self.aoe else { return };
                     for (k, item) in aoe_items.iter().enumerate() {
                         let mut b = Bag::default();
@@ -719,9 +788,11 @@ impl Profile {
                                 }
                             }
                         }
+                        let mut own = raws.sub(&format!("aoe[{k}]"));
                         for seg in std::mem::take(&mut b.segs) {
-                            w.emit_one(out, seg, raws);
+                            w.emit_one(out, seg, &mut own);
                         }
+                        out.extend(own.leftovers(&w.delims));
                     }
                 }
                 "observation" => {
@@ -729,7 +800,9 @@ impl Profile {
                         let mut b = Bag::default();
                         w.write_scope(&self.observation, item, &format!("{prefix}observations[{k}]."), &mut b);
                         let layout = self.layout_observation.clone();
-                        w.emit(out, &layout, &mut b, raws, false, &mut |_, _, _, _| {});
+                        let mut own = raws.sub(&format!("observations[{k}]"));
+                        w.emit(out, &layout, &mut b, &mut own, false, &mut |_, _, _, _| {});
+                        out.extend(own.leftovers(&w.delims));
                     }
                 }
                 _ => {}
@@ -783,6 +856,8 @@ fn renumber_group(segments: &mut [String], from: usize, d: &Delimiters) {
                 dg1
             }
             "SPM" => {
+                // a specimen's observations count from 1 under their SPM
+                obx = 0;
                 spm += 1;
                 spm
             }
