@@ -30,3 +30,21 @@ OBR|1|PL1||85025||||||||||||1234567893^DOCTOR^NANCY\r",
     assert!(back.contains("ORC|NW|PL1|||||||||1234567893^DOCTOR^NANC\\XY\r"), "{back}");
     assert!(back.contains("|1234567893^DOCTOR^NANCY\r"), "{back}");
 }
+
+#[test]
+fn repeated_set_ids_are_numbering_not_data() {
+    // Many EMRs number every OBX 1; the writer counts them, and the go-live
+    // gate must not fail the sample for it.
+    let p = Profile::load("lri-oru-r01").unwrap();
+    let hl7 = b"MSH|^~\\&|LIS|LAB|EHR|CLINIC|20240116||ORU^R01^ORU_R01|R1|P|2.5.1\r\
+PID|1||PAT1^^^LAB^MR||DOE^JANE\r\
+ORC|RE||FIL1\r\
+OBR|1||FIL1|24331-1^Lipid panel^LN|||||||||||||||||||||F\r\
+OBX|1|NM|2093-3^Cholesterol^LN||190|mg/dL|<200|N|||F|||||||METHOD-A\r\
+OBX|1|NM|2571-8^Triglyceride^LN||120|mg/dL|<150|N|||F|||||||METHOD-B\r";
+    let msg = Message::parse(hl7).unwrap();
+    let report = p.check(&msg, 1);
+    assert!(report.problems.is_empty() && report.round_trips, "{report:?}");
+    let back = p.result_to_hl7(&p.to_result(&msg).unwrap()).unwrap();
+    assert!(back.contains("OBX|2|NM|2571-8^Triglyceride^LN||120|mg/dL|<150|N|||F|||||||METHOD-B"), "{back}");
+}

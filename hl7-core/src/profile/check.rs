@@ -1,9 +1,9 @@
 //! The go-live gate for one sample: problems, unmapped data, round trip.
 
-use crate::contract::Contract;
+use crate::contract::{Contract, RawSegment};
 use crate::message::Message;
 
-use super::{Problem, Profile};
+use super::{Problem, Profile, SET_ID};
 
 /// What [`Profile::check`] found in one sample message.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -103,6 +103,47 @@ impl Profile {
         if !had_sent {
             *sent = None;
         }
+        // Set IDs are numbering, which the writer redoes (an EMR that sends
+        // OBX|1 for every OBX gets them counted); they are not data.
+        for c in [&mut original, &mut again] {
+            for raw in kept_mut(c) {
+                raw.text = without_set_id(&raw.text);
+            }
+        }
         again == original
+    }
+}
+
+/// Every kept segment of a contract value.
+fn kept_mut(c: &mut Contract) -> Vec<&mut RawSegment> {
+    match c {
+        Contract::Order(o) => o.unmapped.iter_mut().chain(o.tests.iter_mut().flat_map(|t| &mut t.unmapped)).collect(),
+        Contract::Result(r) => {
+            r.unmapped.iter_mut().chain(r.reports.iter_mut().flat_map(|t| &mut t.unmapped)).collect()
+        }
+    }
+}
+
+/// The segment text with field 1 emptied when it is a set ID.
+fn without_set_id(text: &str) -> String {
+    let Some(name) = text.get(..3).filter(|n| SET_ID.contains(n)) else { return text.to_owned() };
+    let Some(sep) = text[3..].chars().next() else { return text.to_owned() };
+    let rest = &text[3 + sep.len_utf8()..];
+    match rest.find(sep) {
+        Some(at) => format!("{name}{sep}{}", &rest[at..]),
+        None => format!("{name}{sep}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_set_id;
+
+    #[test]
+    fn set_ids_are_blanked_and_nothing_else() {
+        assert_eq!(without_set_id("OBX|7|NM|X"), "OBX||NM|X");
+        assert_eq!(without_set_id("OBX|7"), "OBX|");
+        assert_eq!(without_set_id("ZCL|7|A"), "ZCL|7|A");
+        assert_eq!(without_set_id("NT"), "NT");
     }
 }

@@ -503,6 +503,10 @@ pub struct Profile {
     layout_message: Vec<String>,
     layout_group: Vec<String>,
     layout_observation: Vec<String>,
+    /// The message and group layouts as segment names (sub-scopes
+    /// expanded): the order kept segments are listed in.
+    flat_message: Vec<String>,
+    flat_group: Vec<String>,
 }
 
 fn parse_template(t: &str, as_fields: bool) -> Result<Vec<Piece>, String> {
@@ -698,8 +702,17 @@ impl Profile {
             layout_message: layout.message.unwrap_or_default(),
             layout_group: group_layout.unwrap_or_default(),
             layout_observation: layout.observation.unwrap_or_else(|| vec!["OBX".into(), "NTE".into()]),
+            flat_message: Vec::new(),
+            flat_group: Vec::new(),
             name,
-        })
+        }
+        .with_flat_layouts())
+    }
+
+    fn with_flat_layouts(mut self) -> Profile {
+        self.flat_message = self.flat_layout(&self.layout_message);
+        self.flat_group = self.flat_layout(&self.layout_group);
+        self
     }
 
     /// The profile's name.

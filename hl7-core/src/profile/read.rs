@@ -941,16 +941,18 @@ impl Profile {
             })
             .collect();
         let outside: Vec<Segment<'_>> = all.iter().filter(|s| group_of[s.index()] == 0).copied().collect();
-        let mut repeated: Vec<&str> = Vec::new();
-        for (i, s) in all.iter().enumerate() {
+        // Segment names that occur more than once (ORC, OBR, OBX …).
+        let mut seen: Vec<(&str, bool)> = Vec::with_capacity(16);
+        for s in &all {
             let name = s.name();
-            if !repeated.contains(&name) && all[..i].iter().any(|x| x.name() == name) {
-                repeated.push(name);
+            match seen.iter_mut().find(|(n, _)| *n == name) {
+                Some(e) => e.1 = true,
+                None => seen.push((name, false)),
             }
         }
+        let repeated: Vec<&str> = seen.iter().filter(|(_, r)| *r).map(|(n, _)| *n).collect();
         let message_ctx = Ctx { segs: &all, own: &outside, parent: None, at: At::Message };
-        let group_layout = self.flat_layout(&self.layout_group);
-        let message_layout = self.flat_layout(&self.layout_message);
+        let (group_layout, message_layout) = (&self.flat_group, &self.flat_message);
         let mut unread_groups = Vec::new();
         let mut unread_message = Vec::new();
         // Specimens' own segments are under their SPM, whatever the kind.
@@ -1018,9 +1020,9 @@ impl Profile {
                     o.tests.push(test);
                 }
                 for (test, (_, every)) in o.tests.iter_mut().zip(&groups) {
-                    test.unmapped = r.kept(every, &within, &group_layout, &mut unread_groups);
+                    test.unmapped = r.kept(every, &within, group_layout, &mut unread_groups);
                 }
-                o.unmapped = r.kept(&outside, &within, &message_layout, &mut unread_message);
+                o.unmapped = r.kept(&outside, &within, message_layout, &mut unread_message);
                 if !o.unmapped.is_empty() || o.tests.iter().any(|t| !t.unmapped.is_empty()) {
                     o.delimiters = Some(msg.delimiters().to_string());
                 }
@@ -1052,9 +1054,9 @@ impl Profile {
                     res.reports.push(report);
                 }
                 for (report, (_, every)) in res.reports.iter_mut().zip(&groups) {
-                    report.unmapped = r.kept(every, &within, &group_layout, &mut unread_groups);
+                    report.unmapped = r.kept(every, &within, group_layout, &mut unread_groups);
                 }
-                res.unmapped = r.kept(&outside, &within, &message_layout, &mut unread_message);
+                res.unmapped = r.kept(&outside, &within, message_layout, &mut unread_message);
                 if !res.unmapped.is_empty() || res.reports.iter().any(|t| !t.unmapped.is_empty()) {
                     res.delimiters = Some(msg.delimiters().to_string());
                 }
