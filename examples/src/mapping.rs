@@ -191,8 +191,12 @@ pub(crate) fn profile(cmd: ProfileCommand) -> Result<ExitCode, CliError> {
                             .map_err(out_err)?;
                     }
                     if report.parse_error.is_none() && report.problems.is_empty() && !report.round_trips {
-                        writeln!(out, "  does not round-trip (HL7 -> contract -> HL7 -> contract differs)")
-                            .map_err(out_err)?;
+                        writeln!(
+                            out,
+                            "  does not round-trip (HL7 -> contract -> HL7 -> contract differs at: {})",
+                            report.round_trip_differs.join(", ")
+                        )
+                        .map_err(out_err)?;
                     }
                 }
             }

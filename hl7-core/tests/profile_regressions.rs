@@ -48,3 +48,88 @@ OBX|1|NM|2571-8^Triglyceride^LN||120|mg/dL|<150|N|||F|||||||METHOD-B\r";
     let back = p.result_to_hl7(&p.to_result(&msg).unwrap()).unwrap();
     assert!(back.contains("OBX|2|NM|2571-8^Triglyceride^LN||120|mg/dL|<150|N|||F|||||||METHOD-B"), "{back}");
 }
+
+fn elm_street() -> Profile {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/profiles");
+    Profile::load(dir.join("elm-street-ehr.toml").to_str().unwrap()).unwrap()
+}
+
+const ELM_WITH_SSN: &[u8] = b"MSH|^~\\&|ELMEHR|ELMST|LIS|DEMOLAB|20240202080000||ORM^O01|ES0001|P|2.3\r\
+PID|1||ES3001^^^ELMEHR^MR||DOE,JANE||07/04/1972|female|||||||||||123-45-6789\r\
+ZCL|C3007\r\
+ORC|NW|ES5001\r\
+OBR|1|ES5001||LIPID^Lipid panel^L|||20240202075000|||||||||1234567893^WELBY^MARCUS\r";
+
+#[test]
+fn a_kept_segment_keeps_the_emrs_own_spelling_of_an_unchanged_value() {
+    // PID-19 is read by no rule, so the PID is kept; its sex ("female", read
+    // through an upper-casing map as F) and its name ("DOE,JANE", split on
+    // the comma) go back as the EMR wrote them, not as "FEMALE" and
+    // "DOE, JANE".
+    let p = elm_street();
+    let msg = Message::parse(ELM_WITH_SSN).unwrap();
+    let report = p.check(&msg, 1);
+    assert!(report.round_trips, "{:?}", report.round_trip_differs);
+    let order = p.to_order(&msg).unwrap();
+    assert_eq!((order.patient.sex.as_deref(), order.patient.given_name.as_deref()), (Some("F"), Some("JANE")));
+    let back = p.order_to_hl7(&order).unwrap();
+    assert!(back.contains("PID|1||ES3001^^^ELMEHR^MR||DOE,JANE||07/04/1972|female|||||||||||123-45-6789\r"), "{back}");
+}
+
+#[test]
+fn a_changed_value_is_written_over_the_kept_segment() {
+    let p = elm_street();
+    let mut order = p.to_order(&Message::parse(ELM_WITH_SSN).unwrap()).unwrap();
+    order.patient.sex = Some("M".into());
+    order.patient.given_name = Some("JOHN".into());
+    let back = p.order_to_hl7(&order).unwrap();
+    assert!(back.contains("PID|1||ES3001^^^ELMEHR^MR||DOE, JOHN||07/04/1972|MALE|||||||||||123-45-6789\r"), "{back}");
+}
+
+#[test]
+fn check_names_where_a_sample_does_not_round_trip() {
+    // A template reads "MARY ANN" + "Q" as one given name and splits it
+    // back at the first space: the contract survives, the kept PID (PID-19
+    // is read by no rule) does not, and the report says where — paths
+    // only, never values.
+    let p = Profile::from_toml(
+        "extends = \"lri-oru-r01\"\nname = \"templated\"\n[fields]\n\"patient.given_name\" = { template = \"{PID-5-2} {PID-5-3}\" }\n\"patient.middle_name\" = \"\"\n",
+        None,
+    )
+    .unwrap();
+    let msg = Message::parse(
+        b"MSH|^~\\&|LIS|LAB|EHR|CLINIC|20240116||ORU^R01^ORU_R01|R1|P|2.5.1\r\
+PID|1||PAT1^^^LAB^MR||DOE^MARY ANN^Q|||||||||||||123-45-6789\r\
+ORC|RE||FIL1\r\
+OBR|1||FIL1|2345-7^Glucose^LN|||||||||||||||||||||F\r\
+OBX|1|NM|2345-7^Glucose^LN||95|mg/dL|70-99|N|||F\r",
+    )
+    .unwrap();
+    let report = p.check(&msg, 1);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(!report.round_trips);
+    assert_eq!(report.round_trip_differs, ["unmapped[0].text"]);
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("MARY"), "{json}");
+}
+
+#[test]
+fn a_default_is_not_written_into_a_kept_segment_that_left_the_place_empty() {
+    let p = Profile::from_toml(
+        "extends = \"lri-oru-r01\"\nname = \"defaulted\"\n[report]\n\"test.system\" = { path = \"OBR-4-3\", default = \"LN\" }\n",
+        None,
+    )
+    .unwrap();
+    let hl7 = b"MSH|^~\\&|LIS|LAB|EHR|CLINIC|20240116||ORU^R01^ORU_R01|R1|P|2.5.1\r\
+PID|1||PAT1^^^LAB^MR||DOE^JANE\r\
+ORC|RE||FIL1\r\
+OBR|1||FIL1|2345-7^Glucose||||||COLLECTOR1|||||||||||||||F\r\
+OBX|1|NM|2345-7^Glucose^LN||95|mg/dL|70-99|N|||F\r";
+    let msg = Message::parse(hl7).unwrap();
+    let result = p.to_result(&msg).unwrap();
+    assert_eq!(result.reports[0].test.system.as_deref(), Some("LN"));
+    let report = p.check(&msg, 1);
+    assert!(report.round_trips, "{:?}", report.round_trip_differs);
+    let back = p.result_to_hl7(&result).unwrap();
+    assert!(back.contains("OBR|1||FIL1|2345-7^Glucose||||||COLLECTOR1|"), "{back}");
+}

@@ -22,6 +22,11 @@ pub struct SampleReport {
     pub unmapped: Vec<String>,
     /// HL7 → contract → HL7 → contract gives the same contract value.
     pub round_trips: bool,
+    /// Where it does not: the contract fields that differ the second time
+    /// (`tests[0].unmapped[1].text`, at most ten), or what stopped the
+    /// second mapping. Paths only, never values (they may be PHI).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub round_trip_differs: Vec<String>,
 }
 
 impl SampleReport {
@@ -34,6 +39,7 @@ impl SampleReport {
             problems: Vec::new(),
             unmapped: Vec::new(),
             round_trips: false,
+            round_trip_differs: Vec::new(),
         }
     }
 
@@ -64,28 +70,44 @@ impl Profile {
     pub fn check(&self, msg: &Message<'_>, n: usize) -> SampleReport {
         let mapped = self.map_message(msg);
         let control_id = msg.control_id().map(|c| c.into_owned());
-        let round_trips = mapped.problems.is_empty() && self.round_trips(&mapped.value);
+        let differs = if mapped.problems.is_empty() { self.round_trip_differs(&mapped.value) } else { Vec::new() };
         SampleReport {
             message: n,
             control_id,
             parse_error: None,
+            round_trips: mapped.problems.is_empty() && differs.is_empty(),
             problems: mapped.problems,
             unmapped: mapped.unread,
-            round_trips,
+            round_trip_differs: differs,
         }
     }
 
-    /// Whether contract → HL7 → contract gives `value` back (a control ID
-    /// or send time the value did not have is generated on the way out, and
-    /// does not count).
-    fn round_trips(&self, value: &Contract) -> bool {
-        let Ok(json) = serde_json::to_value(value) else { return false };
-        let again = self.write(&json, self.kind).ok().and_then(|text| {
-            let msg = Message::parse(text.as_bytes()).ok()?;
-            let m = self.map_value(&msg);
-            m.problems.is_empty().then_some(m.value)
-        });
-        let Some(mut again) = again else { return false };
+    /// Where contract → HL7 → contract does not give `value` back (empty
+    /// when it does). A control ID or send time the value did not have is
+    /// generated on the way out and does not count; nor do set IDs, which
+    /// are numbering the writer redoes (an EMR that sends OBX|1 for every
+    /// OBX gets them counted).
+    fn round_trip_differs(&self, value: &Contract) -> Vec<String> {
+        let Ok(json) = serde_json::to_value(value) else { return vec!["(the contract does not serialize)".into()] };
+        let text = match self.write(&json, self.kind) {
+            Ok(t) => t,
+            Err(e) => {
+                return vec![format!(
+                    "(cannot be written back: {} problem(s), first at {})",
+                    e.problems.len(),
+                    e.problems.first().map_or("?", |p| p.field.as_str())
+                )]
+            }
+        };
+        let Ok(msg) = Message::parse(text.as_bytes()) else {
+            return vec!["(what is written back does not parse)".into()];
+        };
+        let m = self.map_value(&msg);
+        if !m.problems.is_empty() {
+            let fields: Vec<&str> = m.problems.iter().map(|p| p.field.as_str()).collect();
+            return vec![format!("(what is written back has problems at {})", fields.join(", "))];
+        }
+        let mut again = m.value;
         // (control ID, send time) of a contract value
         fn generated(c: &mut Contract) -> (&mut Option<String>, &mut Option<crate::datetime::Timestamp>) {
             match c {
@@ -103,14 +125,53 @@ impl Profile {
         if !had_sent {
             *sent = None;
         }
-        // Set IDs are numbering, which the writer redoes (an EMR that sends
-        // OBX|1 for every OBX gets them counted); they are not data.
         for c in [&mut original, &mut again] {
             for raw in kept_mut(c) {
                 raw.text = without_set_id(&raw.text);
             }
         }
-        again == original
+        if again == original {
+            return Vec::new();
+        }
+        let (Ok(a), Ok(b)) = (serde_json::to_value(&original), serde_json::to_value(&again)) else {
+            return vec!["(the contract does not serialize)".into()];
+        };
+        let mut out = Vec::new();
+        differences(&a, &b, &mut String::new(), &mut out);
+        out
+    }
+}
+
+/// The paths where two JSON values differ, `a.b[2].c` style, at most ten.
+fn differences(a: &serde_json::Value, b: &serde_json::Value, at: &mut String, out: &mut Vec<String>) {
+    use serde_json::Value as J;
+    const MAX: usize = 10;
+    if out.len() >= MAX || a == b {
+        return;
+    }
+    let len = at.len();
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                if !at.is_empty() {
+                    at.push('.');
+                }
+                at.push_str(k);
+                differences(x.get(k).unwrap_or(&J::Null), y.get(k).unwrap_or(&J::Null), at, out);
+                at.truncate(len);
+            }
+        }
+        (J::Array(x), J::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                at.push_str(&format!("[{i}]"));
+                differences(x.get(i).unwrap_or(&J::Null), y.get(i).unwrap_or(&J::Null), at, out);
+                at.truncate(len);
+            }
+        }
+        _ => out.push(if at.is_empty() { "(the whole value)".into() } else { at.clone() }),
     }
 }
 
@@ -137,7 +198,16 @@ fn without_set_id(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::without_set_id;
+    use super::{differences, without_set_id};
+
+    #[test]
+    fn differences_name_the_paths_that_differ() {
+        let a = serde_json::json!({"tests": [{"code": "1", "aoe": [{"answer": "Y"}]}], "notes": ["x"]});
+        let b = serde_json::json!({"tests": [{"code": "1", "aoe": [{"answer": "N"}, {}]}], "notes": ["x"], "new": 1});
+        let mut out = Vec::new();
+        differences(&a, &b, &mut String::new(), &mut out);
+        assert_eq!(out, ["new", "tests[0].aoe[0].answer", "tests[0].aoe[1]"]);
+    }
 
     #[test]
     fn set_ids_are_blanked_and_nothing_else() {

@@ -752,7 +752,7 @@ impl<'p, 'm> Reader<'p, 'm> {
     }
 }
 
-fn parse_with_format(t: &str, fmt: &str) -> Option<Timestamp> {
+pub(super) fn parse_with_format(t: &str, fmt: &str) -> Option<Timestamp> {
     use chrono::{NaiveDate, NaiveDateTime};
     if fmt.contains("%H") {
         let dt = NaiveDateTime::parse_from_str(t, fmt).ok()?;

@@ -91,6 +91,25 @@ impl Tree {
         }
     }
 
+    /// The decoded text of the leaf a value for this place goes to (as
+    /// [`apply`](Tree::apply) resolves it); `None` for a raw field.
+    fn leaf(&self, field: usize, rep: usize, comp: Option<usize>, sub: Option<usize>) -> Option<String> {
+        if self.raw.contains_key(&field) || field == 0 || rep == 0 {
+            return None;
+        }
+        let r = self.fields.get(field - 1)?.get(rep - 1)?;
+        let (comp, sub) = match (comp, sub) {
+            (None, _) if r.len() > 1 || r.first().is_some_and(|c| c.len() > 1) => (Some(1), Some(1)),
+            (Some(c), None) if c > 0 && r.get(c - 1).is_some_and(|x| x.len() > 1) => (Some(c), Some(1)),
+            other => other,
+        };
+        if comp == Some(0) || sub == Some(0) {
+            return None;
+        }
+        let raw = self.get(field, rep, comp, sub);
+        Some(escape::decode(&raw, &self.delims, crate::Charset::UTF_8).into_owned())
+    }
+
     fn apply(&mut self, op: &Op, weak: bool) {
         let d = self.delims;
         let esc = |v: &str| escape::encode(v, &d).into_owned();
@@ -193,6 +212,92 @@ struct SegBuf {
     weak: bool,
     /// Each write, and whether it is weak (a constant: only where the base is empty).
     ops: Vec<(Op, bool)>,
+    /// For a write of a rule's value: how the reader reads that place, by
+    /// index into `ops`. A kept base whose text there already reads as the
+    /// same value keeps its own spelling ("female" stays "female" rather
+    /// than becoming the map's "FEMALE").
+    inbound: Vec<(usize, Inbound)>,
+}
+
+/// A place in a segment: field, repetition, component, subcomponent (1-based).
+type Place = (usize, usize, Option<usize>, Option<usize>);
+
+/// How the reader turns the text at one place into a contract value.
+#[derive(Debug, Clone)]
+struct Inbound {
+    kind: FieldKind,
+    transforms: Vec<super::Transform>,
+    map: Option<String>,
+    date_format: Option<String>,
+    /// The contract value being written, as JSON.
+    value: Json,
+    /// A split rule's separator: the place holds several parts.
+    split: Option<String>,
+    /// What the reader takes for an empty place.
+    default: Option<String>,
+}
+
+/// The parts of a split value as the reader sees them.
+fn parts<'t>(text: &'t str, sep: &str) -> Vec<&'t str> {
+    let mut v: Vec<&str> = text.split(sep).map(str::trim).collect();
+    while v.last() == Some(&"") {
+        v.pop();
+    }
+    v
+}
+
+impl Inbound {
+    fn of<T>(rule: &Rule<T>, value: &Json) -> Inbound {
+        Inbound {
+            kind: rule.kind(),
+            transforms: rule.transforms.clone(),
+            map: rule.map.clone(),
+            date_format: rule.date_format.clone(),
+            value: value.clone(),
+            split: rule.split.as_ref().map(|(sep, _)| sep.clone()),
+            default: rule.default.clone(),
+        }
+    }
+
+    /// Whether `text` (decoded, from the kept segment) reads as this value;
+    /// `written` is what the writer would put there.
+    fn reads_as(&self, profile: &Profile, text: &str, written: &str) -> bool {
+        if let Some(sep) = &self.split {
+            // every part, not only this rule's, is in `written`
+            return parts(text, sep) == parts(written, sep);
+        }
+        match self.kind {
+            FieldKind::Time => {
+                let ts = match &self.date_format {
+                    Some(f) => super::read::parse_with_format(text, f),
+                    None => Timestamp::parse_hl7(text).ok(),
+                };
+                ts.map(|t| t.to_iso()).as_deref() == self.value.as_str()
+            }
+            FieldKind::Status => {
+                ResultStatus::from_hl7(text).and_then(|s| serde_json::to_value(s).ok()).as_ref() == Some(&self.value)
+            }
+            _ if text.trim().is_empty() => self.default.is_some() && self.default.as_deref() == self.value.as_str(),
+            FieldKind::Str | FieldKind::BillTo => {
+                let mut t = text.to_owned();
+                for tr in &self.transforms {
+                    t = match tr {
+                        super::Transform::Trim => t.trim().to_owned(),
+                        super::Transform::Upper => t.to_uppercase(),
+                        super::Transform::Lower => t.to_lowercase(),
+                    };
+                }
+                if let Some(m) = &self.map {
+                    match profile.maps.get(m).and_then(|m| m.get(&t)) {
+                        Some(v) => t = v.clone(),
+                        None => return false,
+                    }
+                }
+                !t.is_empty() && Some(t.as_str()) == self.value.as_str()
+            }
+            FieldKind::SegList | FieldKind::RepList | FieldKind::ObsValue => false,
+        }
+    }
 }
 
 impl SegBuf {
@@ -245,14 +350,53 @@ impl SegBuf {
         escape::decode(&raw, &d, crate::Charset::UTF_8).into_owned()
     }
 
-    fn build(&self, base: Option<Tree>, d: &Delimiters) -> String {
+    /// A rule's value, with how the reader reads it back.
+    fn set_value(&mut self, path: &Path, text: &str, inbound: Option<Inbound>) {
+        let at = self.ops.len();
+        self.set(path, text);
+        if let (Some(i), true) = (inbound, self.ops.len() > at) {
+            self.inbound.push((at, i));
+        }
+    }
+
+    fn build(&self, base: Option<Tree>, d: &Delimiters, profile: &Profile) -> String {
         // Constants fill a fresh segment; a kept segment already says what
         // the source said at those places.
         let kept = base.is_some();
         let mut t = base.unwrap_or_else(|| Tree::new(*d));
+        // Places of a kept segment whose text already reads as the value
+        // written last there: they keep the source's own spelling.
+        let mut same: Vec<Place> = Vec::new();
+        if kept {
+            let mut last: Vec<(Place, usize)> = Vec::new();
+            for (k, (op, _)) in self.ops.iter().enumerate() {
+                if let Op::Set { field, rep, comp, sub, .. } = op {
+                    let at = (*field, *rep, *comp, *sub);
+                    match last.iter_mut().find(|(l, _)| *l == at) {
+                        Some(e) => e.1 = k,
+                        None => last.push((at, k)),
+                    }
+                }
+            }
+            for ((f, r, c, s), k) in last {
+                let (Some((_, inb)), (Op::Set { value, .. }, false)) =
+                    (self.inbound.iter().find(|(i, _)| *i == k), &self.ops[k])
+                else {
+                    continue;
+                };
+                if t.leaf(f, r, c, s).is_some_and(|text| inb.reads_as(profile, &text, value)) {
+                    same.push((f, r, c, s));
+                }
+            }
+        }
         for (op, constant) in &self.ops {
             if *constant && kept {
                 continue;
+            }
+            if let Op::Set { field, rep, comp, sub, .. } = op {
+                if same.contains(&(*field, *rep, *comp, *sub)) {
+                    continue;
+                }
             }
             t.apply(op, self.weak || *constant);
         }
@@ -464,9 +608,14 @@ impl<'p> Writer<'p> {
                             }
                             parts[part - 1] = text.clone();
                             let joiner = if sep.trim().is_empty() { sep.clone() } else { format!("{sep} ") };
-                            seg.set(path, parts.join(&joiner).trim_end_matches([' ', ',']));
+                            let joined = parts.join(&joiner);
+                            seg.set_value(path, joined.trim_end_matches([' ', ',']), Some(Inbound::of(rule, v)));
                         }
-                        None => bag.get(path.segment(), path.occurrence()).set(path, &text),
+                        None => bag.get(path.segment(), path.occurrence()).set_value(
+                            path,
+                            &text,
+                            Some(Inbound::of(rule, v)),
+                        ),
                     }
                     // Copies (OBR-16 beside ORC-12) fill a fresh segment; a kept
                     // segment already says what the source had there, which may
@@ -596,7 +745,7 @@ impl<'p> Writer<'p> {
 
     fn emit_one(&mut self, out: &mut Vec<String>, seg: SegBuf, raws: &mut Raws) {
         let base = raws.base_for(&seg.name);
-        out.push(seg.build(base, &self.delims));
+        out.push(seg.build(base, &self.delims, self.profile));
         if seg.name == "SPM" {
             let n = raws.counts.get("SPM").copied().unwrap_or(0);
             out.extend(raws.specimen_children(n, &self.delims));
@@ -701,7 +850,7 @@ impl Profile {
 
         let mut out: Vec<String> = Vec::new();
         let msh = bag.take("MSH").into_iter().next().unwrap_or_else(|| SegBuf::new("MSH"));
-        out.push(msh.build(msg_raws.base_for("MSH"), &d));
+        out.push(msh.build(msg_raws.base_for("MSH"), &d, self));
 
         let insurances: Vec<Json> =
             json.pointer("/billing/insurances").and_then(Json::as_array).cloned().unwrap_or_default();
