@@ -423,6 +423,19 @@ enum Transform {
     Lower,
 }
 
+impl Transform {
+    /// The text after this transform; borrowed when it can stay so.
+    fn apply(self, s: std::borrow::Cow<'_, str>) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        match (self, s) {
+            (Transform::Trim, Cow::Borrowed(b)) => Cow::Borrowed(b.trim()),
+            (Transform::Trim, Cow::Owned(o)) => Cow::Owned(o.trim().to_owned()),
+            (Transform::Upper, s) => Cow::Owned(s.to_uppercase()),
+            (Transform::Lower, s) => Cow::Owned(s.to_lowercase()),
+        }
+    }
+}
+
 /// One compiled rule: where a contract field of the scope value `T` comes
 /// from, and how its text becomes the value.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use super::slots::{Fields, Slot};
-use super::{Aoe, Cond, Kind, Piece, Problem, ProblemKind, Profile, Rule, Scope, Source, Transform, SET_ID};
+use super::{Aoe, Cond, Kind, Piece, Problem, ProblemKind, Profile, Rule, Scope, Source, SET_ID};
 use crate::contract::{
     AoeAnswer, BillTo, Coded, Contract, LabOrder, LabResult, Observation, OrderedTest, RawSegment, Report,
     ResultStatus, Value,
@@ -482,11 +482,7 @@ impl<'p, 'm> Reader<'p, 'm> {
             });
         }
         for tr in &rule.transforms {
-            text = text.and_then(|t| match tr {
-                Transform::Trim => narrow(t, |s| Some(s.trim())),
-                Transform::Upper => Some(Cow::Owned(t.to_uppercase())),
-                Transform::Lower => Some(Cow::Owned(t.to_lowercase())),
-            });
+            text = text.map(|t| tr.apply(t));
         }
         let mut text = text.filter(|t| !t.is_empty()).map(Cow::into_owned);
         if let (Some(t), Some(m)) = (&text, &rule.map) {

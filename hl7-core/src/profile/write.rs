@@ -279,21 +279,18 @@ impl Inbound {
             }
             _ if text.trim().is_empty() => self.default.is_some() && self.default.as_deref() == self.value.as_str(),
             FieldKind::Str | FieldKind::BillTo => {
-                let mut t = text.to_owned();
+                let mut t = std::borrow::Cow::Borrowed(text);
                 for tr in &self.transforms {
-                    t = match tr {
-                        super::Transform::Trim => t.trim().to_owned(),
-                        super::Transform::Upper => t.to_uppercase(),
-                        super::Transform::Lower => t.to_lowercase(),
-                    };
+                    t = tr.apply(t);
                 }
-                if let Some(m) = &self.map {
-                    match profile.maps.get(m).and_then(|m| m.get(&t)) {
-                        Some(v) => t = v.clone(),
+                let t = match &self.map {
+                    None => t.as_ref(),
+                    Some(m) => match profile.maps.get(m).and_then(|m| m.get(t.as_ref())) {
+                        Some(v) => v.as_str(),
                         None => return false,
-                    }
-                }
-                !t.is_empty() && Some(t.as_str()) == self.value.as_str()
+                    },
+                };
+                !t.is_empty() && Some(t) == self.value.as_str()
             }
             FieldKind::SegList | FieldKind::RepList | FieldKind::ObsValue => false,
         }
