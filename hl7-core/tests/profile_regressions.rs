@@ -133,3 +133,17 @@ OBX|1|NM|2345-7^Glucose^LN||95|mg/dL|70-99|N|||F\r";
     let back = p.result_to_hl7(&result).unwrap();
     assert!(back.contains("OBR|1||FIL1|2345-7^Glucose||||||COLLECTOR1|"), "{back}");
 }
+
+#[test]
+fn a_field_no_rule_touches_goes_back_byte_for_byte() {
+    // ORC-7 and ORC-13 are read by no rule; their empty components and
+    // repetitions ("^~", trailing "^") are the EMR's bytes, kept as sent.
+    let back = round_trips(
+        "v23-orm-o01",
+        b"MSH|^~\\&|EHR||LIS||20240101||ORM^O01|M1|P|2.3\r\
+PID|1||P1||DOE||19700101|F\r\
+ORC|NW|PL1|||||^^^20240101^^R^|||||1234567893|^~X^^\r\
+OBR|1|PL1||85025||||||||||||1234567893\r",
+    );
+    assert!(back.contains("ORC|NW|PL1|||||^^^20240101^^R^|||||1234567893|^~X^^\r"), "{back}");
+}

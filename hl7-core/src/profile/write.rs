@@ -44,6 +44,10 @@ struct Tree {
     fields: Vec<Vec<Vec<Vec<String>>>>,
     raw: BTreeMap<usize, String>,
     delims: Delimiters,
+    /// The source text of each field of a kept segment, until a write
+    /// touches it: an untouched field goes back byte for byte (`^~X` keeps
+    /// its empty components, which the tree would trim).
+    pristine: Vec<Option<String>>,
 }
 
 fn empty_field() -> Vec<Vec<Vec<String>>> {
@@ -67,8 +71,17 @@ impl Tree {
                     .map(|r| r.components().map(|c| c.subcomponents().map(|s| s.raw().to_owned()).collect()).collect())
                     .collect(),
             );
+            t.pristine.resize(i, None);
+            t.pristine.push(Some(f.raw().to_owned()));
         }
         t
+    }
+
+    /// A write reaches field `f` (1-based): it is no longer the source's.
+    fn touch(&mut self, f: usize) {
+        if let Some(p) = f.checked_sub(1).and_then(|i| self.pristine.get_mut(i)) {
+            *p = None;
+        }
     }
 
     fn field_mut(&mut self, f: usize) -> &mut Vec<Vec<Vec<String>>> {
@@ -119,6 +132,7 @@ impl Tree {
                     return;
                 }
                 self.raw.remove(field);
+                self.touch(*field);
                 let value = esc(value);
                 let f = self.field_mut(*field);
                 if f.len() < *rep {
@@ -156,12 +170,14 @@ impl Tree {
                     return;
                 }
                 self.raw.remove(field);
+                self.touch(*field);
                 *self.field_mut(*field) = values.iter().map(|v| vec![vec![esc(v)]]).collect();
             }
             Op::Raw { field, text } => {
                 if weak && !self.get(*field, 1, None, None).is_empty() {
                     return;
                 }
+                self.touch(*field);
                 *self.field_mut(*field) = empty_field();
                 self.raw.insert(*field, text.clone());
             }
@@ -179,6 +195,10 @@ impl Tree {
         let mut fields: Vec<String> = Vec::new();
         for (i, f) in self.fields.iter().enumerate().skip(start) {
             if let Some(raw) = self.raw.get(&(i + 1)) {
+                fields.push(raw.clone());
+                continue;
+            }
+            if let Some(Some(raw)) = self.pristine.get(i) {
                 fields.push(raw.clone());
                 continue;
             }
