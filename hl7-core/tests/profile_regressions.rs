@@ -147,3 +147,23 @@ OBR|1|PL1||85025||||||||||||1234567893\r",
     );
     assert!(back.contains("ORC|NW|PL1|||||^^^20240101^^R^|||||1234567893|^~X^^\r"), "{back}");
 }
+
+#[test]
+fn a_diagnosis_kept_in_a_later_order_group_is_written_once() {
+    // Diagnoses are one list on the contract; the writer puts them in the
+    // first group. What was kept of the second group's DG1 goes with that
+    // diagnosis, not a second time at the end of its old group.
+    let back = round_trips(
+        "v23-orm-o01",
+        b"MSH|^~\\&|EHR||LIS||20240101||ORM^O01|M1|P|2.3\r\
+PID|1||P1||DOE||19700101|F\r\
+ORC|NW|PL1\r\
+OBR|1|PL1||85025||||||||||||1234567893\r\
+DG1|1|I10|D64.9^Anemia^I10|||W\r\
+ORC|NW|PL1\r\
+OBR|2|PL1||80061||||||||||||1234567893\r\
+DG1|1|I10|E78.5^Hyperlipidemia^I10|||A\r",
+    );
+    assert_eq!(back.matches("\rDG1|").count(), 2, "{back}");
+    assert!(back.contains("|E78.5^Hyperlipidemia^I10|||A"), "{back}");
+}

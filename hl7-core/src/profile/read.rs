@@ -212,6 +212,9 @@ enum Within {
     Aoe(Option<usize>),
     /// Under specimen j (1-based, as the SPM's occurrence in the group).
     Specimen(usize),
+    /// Diagnosis i (0-based) of an order: kept at the message level, as
+    /// the contract lists diagnoses, wherever the DG1 was.
+    Diagnosis(usize),
 }
 
 impl Within {
@@ -222,6 +225,7 @@ impl Within {
             Within::Aoe(None) => Some("aoe".into()),
             Within::Aoe(Some(j)) => Some(format!("aoe[{j}]")),
             Within::Specimen(j) => Some(format!("SPM({j})")),
+            Within::Diagnosis(i) => Some(format!("diagnoses[{i}]")),
         }
     }
 }
@@ -976,6 +980,7 @@ impl Profile {
                     o.billing.insurances.push(item);
                 }
                 for (i, dg) in all.iter().filter(|s| s.name() == "DG1").enumerate() {
+                    within[dg.index()] = Within::Diagnosis(i);
                     let segs = [*dg];
                     let ctx = Ctx { segs: &segs, own: &segs, parent: None, at: At::Diagnosis(i) };
                     let mut item = Default::default();
@@ -1015,9 +1020,14 @@ impl Profile {
                     r.apply(&ctx, &self.test, &mut test, &consumed);
                     o.tests.push(test);
                 }
+                // A DG1 is kept with the message's diagnoses, in or out of a group.
+                let is_dg1 = |s: &Segment<'_>| matches!(within[s.index()], Within::Diagnosis(_));
                 for (test, (_, every)) in o.tests.iter_mut().zip(&groups) {
-                    test.unmapped = r.kept(every, &within, group_layout, &mut unread_groups);
+                    let every: Vec<Segment<'_>> = every.iter().filter(|s| !is_dg1(s)).copied().collect();
+                    test.unmapped = r.kept(&every, &within, group_layout, &mut unread_groups);
                 }
+                let outside: Vec<Segment<'_>> =
+                    all.iter().filter(|s| group_of[s.index()] == 0 || is_dg1(s)).copied().collect();
                 o.unmapped = r.kept(&outside, &within, message_layout, &mut unread_message);
                 if !o.unmapped.is_empty() || o.tests.iter().any(|t| !t.unmapped.is_empty()) {
                     o.delimiters = Some(msg.delimiters().to_string());

@@ -873,13 +873,19 @@ impl Profile {
             json.pointer("/billing/insurances").and_then(Json::as_array).cloned().unwrap_or_default();
         let diagnoses: Vec<Json> = json.get("diagnoses").and_then(Json::as_array).cloned().unwrap_or_default();
         let mut diagnoses_written = false;
-        let write_diagnoses = |w: &mut Writer<'_>, out: &mut Vec<String>, raws: &mut Raws| {
-            for (i, dg) in diagnoses.iter().enumerate() {
+        // What was kept of each diagnosis (in or out of an order group) is
+        // written with that diagnosis, wherever the layout puts diagnoses.
+        let dg_raws: std::cell::RefCell<Vec<Raws>> =
+            std::cell::RefCell::new((0..diagnoses.len()).map(|i| msg_raws.sub(&format!("diagnoses[{i}]"))).collect());
+        let write_diagnoses = |w: &mut Writer<'_>, out: &mut Vec<String>, _: &mut Raws| {
+            let mut kept = dg_raws.borrow_mut();
+            for (i, (dg, own)) in diagnoses.iter().zip(kept.iter_mut()).enumerate() {
                 let mut b = Bag::default();
                 w.write_scope(&self.diagnosis, dg, &format!("diagnoses[{i}]."), &mut b);
                 for seg in std::mem::take(&mut b.segs) {
-                    w.emit_one(out, seg, raws);
+                    w.emit_one(out, seg, own);
                 }
+                out.extend(own.leftovers(&w.delims));
             }
         };
         let diag_in_message = self.layout_message.iter().any(|n| n == "@diagnosis");
@@ -977,6 +983,10 @@ impl Profile {
             out.extend(raws.leftovers(&d));
             renumber_group(&mut out, start, &d);
             diagnoses_written = true;
+        }
+        // Diagnoses the layout never wrote still keep what was kept of them.
+        for own in dg_raws.borrow_mut().iter_mut() {
+            out.extend(own.leftovers(&d));
         }
         // OBR set IDs count across the message.
         let mut obr = 0;
