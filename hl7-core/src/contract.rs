@@ -298,8 +298,10 @@ pub struct OrderedTest {
 /// else: `"observations[2]"` (the third observation of a report),
 /// `"aoe[0]"` (after the first ask-at-order-entry answer of a test; an
 /// observation that is not an AOE answer follows the answer before it),
-/// `"aoe"` (before the first answer) or `"SPM(1)"` (under the first
-/// specimen). `path` counts occurrences within that sub-group.
+/// `"aoe"` (before the first answer), `"SPM(1)"` (under the first
+/// specimen) or `"diagnoses[0]"` (a DG1, kept at the message level with the
+/// contract's list of diagnoses wherever it was). `path` counts occurrences
+/// within that sub-group.
 ///
 /// ```
 /// use hl7_core::contract::RawSegment;
