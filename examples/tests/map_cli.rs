@@ -102,26 +102,19 @@ fn profile_check_is_the_go_live_gate() {
 
 #[test]
 fn profile_check_says_where_a_sample_does_not_round_trip() {
-    let dir = tempfile::tempdir().unwrap();
-    let profile = dir.path().join("templated.toml");
-    std::fs::write(
-        &profile,
-        "extends = \"lri-oru-r01\"\nname = \"templated\"\n[fields]\n\"patient.given_name\" = { template = \"{PID-5-2} {PID-5-3}\" }\n\"patient.middle_name\" = \"\"\n",
-    )
-    .unwrap();
+    // NTE-3 with a component separator is read as raw ER7 and written back
+    // as text (a known gap): the gate fails and names the fields, not values.
     let sample = b"MSH|^~\\&|LIS|LAB|EHR|CLINIC|20240116||ORU^R01^ORU_R01|R1|P|2.5.1\r\
-PID|1||PAT1^^^LAB^MR||DOE^MARY ANN^Q|||||||||||||123-45-6789\r\
+PID|1||PAT1^^^LAB^MR||DOE^JANE\r\
 ORC|RE||FIL1\r\
 OBR|1||FIL1|2345-7^Glucose^LN|||||||||||||||||||||F\r\
+NTE|1|L|Fasting^12h\r\
 OBX|1|NM|2345-7^Glucose^LN||95|mg/dL|70-99|N|||F\r";
-    let o = labbridge(&["profile", "check", profile.to_str().unwrap(), "-"], Some(sample));
+    let o = labbridge(&["profile", "check", "lri-oru-r01", "-"], Some(sample));
     assert_eq!(o.status.code(), Some(1));
     let out = String::from_utf8(o.stdout).unwrap();
-    assert!(
-        out.contains("does not round-trip (HL7 -> contract -> HL7 -> contract differs at: unmapped[0].text)"),
-        "{out}"
-    );
-    assert!(!out.contains("MARY"), "values stay out of the report: {out}");
+    assert!(out.contains("differs at: reports[0].notes[0], reports[0].unmapped[0].text)"), "{out}");
+    assert!(!out.contains("Fasting"), "values stay out of the report: {out}");
 }
 
 #[test]

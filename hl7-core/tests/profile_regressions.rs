@@ -88,10 +88,32 @@ fn a_changed_value_is_written_over_the_kept_segment() {
 
 #[test]
 fn check_names_where_a_sample_does_not_round_trip() {
-    // A template reads "MARY ANN" + "Q" as one given name and splits it
-    // back at the first space: the contract survives, the kept PID (PID-19
-    // is read by no rule) does not, and the report says where — paths
-    // only, never values.
+    // A note with a component separator in NTE-3 is read as raw ER7
+    // ("Fasting^12h") and written back as text: a known gap (see the fuzz
+    // target's notes). The report says where — paths only, never values.
+    let p = Profile::load("lri-oru-r01").unwrap();
+    let msg = Message::parse(
+        b"MSH|^~\\&|LIS|LAB|EHR|CLINIC|20240116||ORU^R01^ORU_R01|R1|P|2.5.1\r\
+PID|1||PAT1^^^LAB^MR||DOE^JANE\r\
+ORC|RE||FIL1\r\
+OBR|1||FIL1|2345-7^Glucose^LN|||||||||||||||||||||F\r\
+NTE|1|L|Fasting^12h\r\
+OBX|1|NM|2345-7^Glucose^LN||95|mg/dL|70-99|N|||F\r",
+    )
+    .unwrap();
+    let report = p.check(&msg, 1);
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert!(!report.round_trips);
+    assert_eq!(report.round_trip_differs, ["reports[0].notes[0]", "reports[0].unmapped[0].text"]);
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("Fasting"), "{json}");
+}
+
+#[test]
+fn a_template_value_that_reads_the_same_keeps_the_kept_segment_as_sent() {
+    // "MARY ANN" + "Q" is one given name through the template; split back at
+    // the first space it would be "MARY" + "ANN Q". The kept PID (PID-19 is
+    // read by no rule) already reads as the value, so it goes back as sent.
     let p = Profile::from_toml(
         "extends = \"lri-oru-r01\"\nname = \"templated\"\n[fields]\n\"patient.given_name\" = { template = \"{PID-5-2} {PID-5-3}\" }\n\"patient.middle_name\" = \"\"\n",
         None,
@@ -106,11 +128,11 @@ OBX|1|NM|2345-7^Glucose^LN||95|mg/dL|70-99|N|||F\r",
     )
     .unwrap();
     let report = p.check(&msg, 1);
-    assert!(report.problems.is_empty(), "{:?}", report.problems);
-    assert!(!report.round_trips);
-    assert_eq!(report.round_trip_differs, ["unmapped[0].text"]);
-    let json = serde_json::to_string(&report).unwrap();
-    assert!(!json.contains("MARY"), "{json}");
+    assert!(report.round_trips, "{:?}", report.round_trip_differs);
+    let result = p.to_result(&msg).unwrap();
+    assert_eq!(result.patient.given_name.as_deref(), Some("MARY ANN Q"));
+    let back = p.result_to_hl7(&result).unwrap();
+    assert!(back.contains("PID|1||PAT1^^^LAB^MR||DOE^MARY ANN^Q|||||||||||||123-45-6789\r"), "{back}");
 }
 
 #[test]

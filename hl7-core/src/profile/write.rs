@@ -255,6 +255,9 @@ struct Inbound {
     split: Option<String>,
     /// What the reader takes for an empty place.
     default: Option<String>,
+    /// For a template rule (without split, transforms or map): its pieces,
+    /// read back from the whole kept segment rather than one place.
+    template: Option<Vec<Piece>>,
 }
 
 /// The parts of a split value as the reader sees them.
@@ -276,7 +279,40 @@ impl Inbound {
             value: value.clone(),
             split: rule.split.as_ref().map(|(sep, _)| sep.clone()),
             default: rule.default.clone(),
+            template: match &rule.source {
+                Source::Template(p) if rule.split.is_none() && rule.transforms.is_empty() && rule.map.is_none() => {
+                    Some(p.clone())
+                }
+                _ => None,
+            },
         }
+    }
+
+    /// Whether a template rule's pieces, read from the kept segment `name`
+    /// (occurrence 1), give this value.
+    fn template_reads_as(&self, tree: &Tree, name: &str) -> bool {
+        let Some(pieces) = &self.template else { return false };
+        let mut s = String::new();
+        for piece in pieces {
+            match piece {
+                Piece::Lit(l) => s.push_str(l),
+                Piece::Path(p) => {
+                    if p.segment() != name || p.occurrence() != 1 {
+                        return false;
+                    }
+                    let (Some(f), r) = (p.field(), p.repetition()) else { return false };
+                    let at = (
+                        f as usize,
+                        r as usize,
+                        p.component().map(|c| c as usize),
+                        p.subcomponent().map(|c| c as usize),
+                    );
+                    s.push_str(&tree.leaf(at.0, at.1, at.2, at.3).unwrap_or_default());
+                }
+                Piece::Field(_) => return false,
+            }
+        }
+        Some(s.as_str()) == self.value.as_str()
     }
 
     /// Whether `text` (decoded, from the kept segment) reads as this value;
@@ -401,7 +437,11 @@ impl SegBuf {
                 else {
                     continue;
                 };
-                if t.leaf(f, r, c, s).is_some_and(|text| inb.reads_as(profile, &text, value)) {
+                let reads_same = match inb.template {
+                    Some(_) => inb.template_reads_as(&t, &self.name),
+                    None => t.leaf(f, r, c, s).is_some_and(|text| inb.reads_as(profile, &text, value)),
+                };
+                if reads_same {
                     same.push((f, r, c, s));
                 }
             }
@@ -594,7 +634,7 @@ impl<'p> Writer<'p> {
             let Some(v) = get_json(value, &rule.field) else { continue };
             let Source::Path(path) = &rule.source else {
                 if let (Source::Template(pieces), Some(s)) = (&rule.source, v.as_str()) {
-                    self.write_template(pieces, s, bag);
+                    self.write_template(pieces, s, bag, Inbound::of(rule, v));
                 }
                 continue;
             };
@@ -645,7 +685,7 @@ impl<'p> Writer<'p> {
         }
     }
 
-    fn write_template(&mut self, pieces: &[Piece], s: &str, bag: &mut Bag) {
+    fn write_template(&mut self, pieces: &[Piece], s: &str, bag: &mut Bag, inbound: Inbound) {
         // Split the value on the template's literals, in order.
         let mut rest = s;
         for (i, piece) in pieces.iter().enumerate() {
@@ -659,7 +699,8 @@ impl<'p> Writer<'p> {
                         },
                         _ => (rest, ""),
                     };
-                    bag.get(p.segment(), p.occurrence()).set(p, v);
+                    let check = inbound.template.is_some().then(|| inbound.clone());
+                    bag.get(p.segment(), p.occurrence()).set_value(p, v, check);
                     rest = r;
                 }
                 Piece::Field(_) => {}
