@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hl7_core::profile::Profile;
 use hl7_core::Message;
-use labbridge_benches::{corpus_label, corpus_path, messages, read_corpus, walk, Tally};
+use labbridge_benches::{corpus_label, corpus_path, messages, parse_and_visit, read_corpus, walk};
 
 fn map(c: &mut Criterion) {
     let path = corpus_path();
@@ -32,15 +32,7 @@ fn map(c: &mut Criterion) {
     // What reading every leaf once costs: mapping reads a third of them and
     // must look at every field to know that nothing is left unread.
     g.bench_function(format!("parse+walk/{}", corpus_label(&path)), |b| {
-        b.iter(|| {
-            let mut t = Tally::default();
-            for m in &msgs {
-                if let Ok(msg) = Message::parse(black_box(m)) {
-                    walk(&msg, &mut t);
-                }
-            }
-            black_box(t)
-        })
+        b.iter(|| black_box(parse_and_visit(&msgs, walk)))
     });
     // Mapping alone, on messages parsed beforehand: the cost mapping adds
     // over the parse (the target is that it adds less than `parse only`).

@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hl7_core::Message;
-use labbridge_benches::{corpus_label, corpus_path, messages, read_corpus, total_bytes, touch, Tally};
+use labbridge_benches::{corpus_label, corpus_path, messages, parse_and_visit, read_corpus, total_bytes, touch};
 
 fn parse_and_touch(c: &mut Criterion) {
     let path = corpus_path();
@@ -16,17 +16,7 @@ fn parse_and_touch(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("touch");
     g.throughput(Throughput::Bytes(total_bytes(&msgs)));
-    g.bench_function(corpus_label(&path), |b| {
-        b.iter(|| {
-            let mut t = Tally::default();
-            for m in &msgs {
-                if let Ok(msg) = Message::parse(black_box(m)) {
-                    touch(&msg, &mut t);
-                }
-            }
-            black_box(t)
-        })
-    });
+    g.bench_function(corpus_label(&path), |b| b.iter(|| black_box(parse_and_visit(&msgs, touch))));
     g.finish();
 }
 

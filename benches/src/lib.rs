@@ -121,6 +121,18 @@ pub fn touch(msg: &Message<'_>, t: &mut Tally) {
     }
 }
 
+/// Parses every message and visits each parsed one with `visit` ([`touch`]
+/// or [`walk`]): the loop the touch, walk and map benches time.
+pub fn parse_and_visit(msgs: &[&[u8]], visit: fn(&Message<'_>, &mut Tally)) -> Tally {
+    let mut t = Tally::default();
+    for m in msgs {
+        if let Ok(msg) = Message::parse(std::hint::black_box(m)) {
+            visit(&msg, &mut t);
+        }
+    }
+    t
+}
+
 /// Walk: visits every leaf (segments, fields, repetitions, components,
 /// subcomponents) and reads its raw text.
 #[inline]

@@ -571,11 +571,7 @@ impl<'p, 'm> Reader<'p, 'm> {
                             items.push(v.into_owned());
                         }
                     }
-                    let any = !items.is_empty();
-                    if any {
-                        *f(out) = items;
-                    }
-                    any
+                    put_list(f(out), items)
                 }
                 (Slot::RepList(f), Source::Path(p)) => {
                     let Some(seg) = ctx.find(p) else { continue };
@@ -587,11 +583,7 @@ impl<'p, 'm> Reader<'p, 'm> {
                         .filter_map(|r| Element::from_repetition(r).value())
                         .map(Cow::into_owned)
                         .collect();
-                    let any = !items.is_empty();
-                    if any {
-                        *f(out) = items;
-                    }
-                    any
+                    put_list(f(out), items)
                 }
                 (Slot::ObsValue(f), Source::Path(p)) => {
                     let Some(seg) = ctx.find(p) else { continue };
@@ -750,6 +742,15 @@ impl<'p, 'm> Reader<'p, 'm> {
         raws.sort_by(|a, b| a.0.cmp(&b.0));
         raws.into_iter().map(|r| r.1).collect()
     }
+}
+
+/// Sets a list field when there is anything to put in it; whether it did.
+fn put_list(slot: &mut Vec<String>, items: Vec<String>) -> bool {
+    let any = !items.is_empty();
+    if any {
+        *slot = items;
+    }
+    any
 }
 
 pub(super) fn parse_with_format(t: &str, fmt: &str) -> Option<Timestamp> {
